@@ -1,0 +1,126 @@
+"""Command line: `run`, `lookup`, `demo`. The only place that calls asyncio.run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from . import __version__, config, inspect, logs
+from .journal import Journal
+from .errors import ConfigError, UnsafeFile
+
+EX_OK, EX_FAILED, EX_USAGE, EX_CONFIG = 0, 1, 2, 78
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qonto-invoice-daemon",
+        description="Import already-issued client invoices from watched folders into Qonto.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="watch the folders and upload (until SIGTERM)")
+    run.add_argument("--config", required=True, type=Path, help="the TOML configuration file")
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="handle what is in the inboxes now, then exit: 0 if all went to done/, "
+        "1 if some failed or had to wait",
+    )
+
+    lookup = sub.add_parser("lookup", help="what the journal knows about files")
+    lookup.add_argument("--config", required=True, type=Path)
+    lookup.add_argument("--json", action="store_true", help="one JSON object per line")
+    lookup.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+
+    demo = sub.add_parser("demo", help="a self-contained run against a local Qonto stand-in")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary workspace")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return asyncio.run(run_demo(keep=args.keep))
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as exc:
+        print(f"qonto-invoice-daemon: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if args.command == "lookup":
+        return asyncio.run(lookup(cfg, args.paths, as_json=args.json))
+    logs.configure(cfg.log_format, cfg.log_level)
+    from .service import Service
+
+    try:
+        return asyncio.run(Service(cfg, once=args.once).run())
+    except KeyboardInterrupt:
+        return EX_OK
+    except Exception as exc:
+        structlog.get_logger().critical(
+            "daemon_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True
+        )
+        return EX_FAILED
+
+
+async def lookup(cfg: config.Config, paths: Sequence[Path], *, as_json: bool) -> int:
+    """Hash each file and print what the journal knows of its content."""
+    status = EX_OK
+    rows: list[dict[str, object]] = []
+    journal = await Journal.open_readonly(cfg.database)
+    try:
+        for path in paths:
+            try:
+                content = await asyncio.to_thread(inspect.read_regular, path, 0)
+            except (OSError, UnsafeFile) as exc:
+                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                print(f"{path}: cannot read: {detail}", file=sys.stderr)
+                status = EX_FAILED
+                continue
+            org = _org_of(cfg, path)
+            records = await journal.find(content.sha256) if journal else []
+            # Prefer the row of the organization whose folder holds the file.
+            records = [r for r in records if org is None or r.org == org]
+            records.sort(key=lambda r: r.invoice_id is None)
+            r = records[0] if records else None
+            rows.append({
+                "path": str(path),
+                "sha256": content.sha256,
+                "invoice_id": r.invoice_id if r else None,
+                "state": r.state if r else "unknown",
+                "organization": r.org if r else org,
+                "last_error": r.last_error if r else None,
+                "updated_at": r.updated_at if r else None,
+            })
+    finally:
+        if journal is not None:
+            await journal.close()
+    for row in rows:
+        if as_json:
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+        else:
+            state = row["state"]
+            invoice = row["invoice_id"] or "-"
+            print(f"{row['path']}\t{row['sha256']}\t{state}\t{invoice}", flush=True)
+    return status
+
+
+def _org_of(cfg: config.Config, path: Path) -> str | None:
+    where = path.resolve().parent
+    for folder in cfg.folders:
+        if where in (folder.inbox.resolve(), folder.done.resolve(), folder.failed.resolve()):
+            return folder.org.key
+    return None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""Configuration: one `load(path)` turns a TOML file into frozen dataclasses.
+
+Every key has a default except the ones that say where invoices go and who
+they belong to. Unknown or ill-typed keys are errors that name the key. The
+secret itself never lives in the TOML: it is read from an environment
+variable or a file, and is wrapped so that it never prints.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+DEFAULT_BASE_URL = "https://thirdparty.qonto.com"
+MAX_FILES_PER_REQUEST = 5  # Qonto's limit, not a setting.
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Organization:
+    """Who uploads: a Qonto organization reached with an API key."""
+
+    base_url: str
+    login: str
+    secret: Secret = field(repr=False)
+    staging_token: Secret | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> str:
+        """The journal's name for this organization (one row per key and content)."""
+        return self.login
+
+
+@dataclass(frozen=True)
+class Folder:
+    inbox: Path
+    done: Path
+    failed: Path
+    org: Organization
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    settle_s: float = 5.0
+    rescan_interval_s: float = 60.0
+    force_polling: bool = False
+    poll_delay_ms: int = 1000
+    unstable_warning_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    concurrency: int = 2
+    max_file_bytes: int = 5_000_000
+    max_request_bytes: int = 15_000_000
+    linger_s: float = 1.0
+    connect_timeout_s: float = 10.0
+    timeout_s: float = 120.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 300.0
+    auth_pause_initial_s: float = 60.0
+    auth_pause_max_s: float = 900.0
+
+
+@dataclass(frozen=True)
+class Config:
+    database: Path
+    folders: tuple[Folder, ...]
+    watch: WatchConfig = WatchConfig()
+    upload: UploadConfig = UploadConfig()
+    shutdown_grace_s: float = 20.0
+    log_format: str = "auto"
+    log_level: str = "info"
+
+    @property
+    def organizations(self) -> tuple[Organization, ...]:
+        seen: dict[str, Organization] = {}
+        for folder in self.folders:
+            seen.setdefault(folder.org.key, folder.org)
+        return tuple(seen.values())
+
+
+T = TypeVar("T")
+
+
+class _Table:
+    """A TOML table read key by key, so that errors can name `section.key`."""
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        self._data = data
+        self._where = where
+        self._used: set[str] = set()
+
+    def _name(self, key: str) -> str:
+        return f"{self._where}.{key}" if self._where else key
+
+    def get(self, key: str, kind: type[T], default: T | None = None, *, required: bool = False) -> T:
+        self._used.add(key)
+        if key not in self._data:
+            if required or default is None:
+                raise ConfigError(f"missing required key {self._name(key)}")
+            return default
+        value = self._data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"{self._name(key)} must be {_kind_name(kind)}, got {type(value).__name__}"
+            )
+        return value
+
+    def optional(self, key: str, kind: type[T]) -> T | None:
+        if key not in self._data:
+            self._used.add(key)
+            return None
+        return self.get(key, kind, required=True)
+
+    def positive(self, key: str, kind: type[T], default: T) -> T:
+        value = self.get(key, kind, default)
+        if value <= 0:  # type: ignore[operator]
+            raise ConfigError(f"{self._name(key)} must be greater than 0, got {value}")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._data) - self._used)
+        if unknown:
+            names = ", ".join(self._name(k) for k in unknown)
+            raise ConfigError(f"unknown key {names}")
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        kind, kind.__name__
+    )
+
+
+def _section(raw: Mapping[str, Any], name: str) -> _Table:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return _Table(value, name)
+
+
+def _read_secret(
+    table: _Table, env: Mapping[str, str], base_dir: Path, *, prefix: str, required: bool
+) -> Secret | None:
+    env_key = f"{prefix}_env"
+    file_key = f"{prefix}_file"
+    env_name = table.optional(env_key, str)
+    file_name = table.optional(file_key, str)
+    if env_name is not None and file_name is not None:
+        raise ConfigError(f"{table._name(env_key)} and {table._name(file_key)}: set only one")
+    if env_name is not None:
+        value = env.get(env_name, "")
+        if not value.strip():
+            raise ConfigError(
+                f"{table._name(env_key)}: environment variable {env_name} is not set or empty"
+            )
+        return Secret(value.strip())
+    if file_name is not None:
+        path = _resolve(base_dir, file_name)
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{table._name(file_key)}: cannot read {path}: {exc.strerror}"
+            ) from None
+        if not value:
+            raise ConfigError(f"{table._name(file_key)}: {path} is empty")
+        return Secret(value)
+    if required:
+        raise ConfigError(f"{table._where}: set {env_key} or {file_key} for the secret key")
+    return None
+
+
+def _resolve(base_dir: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base_dir / path)
+
+
+def _organization(
+    table: _Table, env: Mapping[str, str], base_dir: Path, parent: Organization | None
+) -> Organization:
+    base_url = table.optional("base_url", str)
+    login = table.optional("login", str)
+    has_secret = any(k in table._data for k in ("secret_key_env", "secret_key_file"))
+    has_staging = any(k in table._data for k in ("staging_token_env", "staging_token_file"))
+    if parent is not None and login is None and not has_secret and base_url is None:
+        # The folder belongs to the main organization. Still mark the keys as read.
+        _read_secret(table, env, base_dir, prefix="staging_token", required=False)
+        if has_staging:
+            raise ConfigError(f"{table._where}: staging_token_env needs login and a secret key")
+        return parent
+    if login is None:
+        raise ConfigError(f"missing required key {table._name('login')}")
+    if not login.strip():
+        raise ConfigError(f"{table._name('login')} must not be empty")
+    secret = _read_secret(table, env, base_dir, prefix="secret_key", required=True)
+    assert secret is not None
+    staging = _read_secret(table, env, base_dir, prefix="staging_token", required=False)
+    if parent is not None:
+        base_url = base_url or parent.base_url
+        if staging is None and not has_staging and base_url == parent.base_url:
+            staging = parent.staging_token
+    base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{table._name('base_url')} must start with https:// or http://")
+    return Organization(base_url=base_url, login=login.strip(), secret=secret, staging_token=staging)
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and check the configuration file; raise ConfigError naming the bad key."""
+    path = Path(path)
+    env = os.environ if env is None else env
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return from_dict(raw, env=env, base_dir=path.parent.resolve())
+
+
+def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path) -> Config:
+    top = _Table(raw, "")
+    for name in ("qonto", "database", "watch", "upload", "service", "log", "folders"):
+        top._used.add(name)
+    top.finish()
+
+    qonto = _section(raw, "qonto")
+    main_org = _organization(qonto, env, base_dir, parent=None)
+    qonto.finish()
+
+    database = _section(raw, "database")
+    db_path = _resolve(base_dir, database.get("path", str, required=True))
+    database.finish()
+
+    watch_t = _section(raw, "watch")
+    watch = WatchConfig(
+        settle_s=_non_negative(watch_t, "settle_seconds", WatchConfig.settle_s),
+        rescan_interval_s=watch_t.positive(
+            "rescan_seconds", float, WatchConfig.rescan_interval_s
+        ),
+        force_polling=watch_t.get("force_polling", bool, WatchConfig.force_polling),
+        poll_delay_ms=watch_t.positive("poll_delay_ms", int, WatchConfig.poll_delay_ms),
+        unstable_warning_s=watch_t.positive(
+            "unstable_warning_seconds", float, WatchConfig.unstable_warning_s
+        ),
+    )
+    watch_t.finish()
+
+    up = _section(raw, "upload")
+    upload = UploadConfig(
+        concurrency=up.positive("concurrency", int, UploadConfig.concurrency),
+        max_file_bytes=up.positive("max_file_bytes", int, UploadConfig.max_file_bytes),
+        max_request_bytes=up.positive("max_request_bytes", int, UploadConfig.max_request_bytes),
+        linger_s=_non_negative(up, "linger_seconds", UploadConfig.linger_s),
+        connect_timeout_s=up.positive(
+            "connect_timeout_seconds", float, UploadConfig.connect_timeout_s
+        ),
+        timeout_s=up.positive("timeout_seconds", float, UploadConfig.timeout_s),
+        backoff_initial_s=up.positive(
+            "backoff_initial_seconds", float, UploadConfig.backoff_initial_s
+        ),
+        backoff_max_s=up.positive("backoff_max_seconds", float, UploadConfig.backoff_max_s),
+        auth_pause_initial_s=up.positive(
+            "auth_pause_initial_seconds", float, UploadConfig.auth_pause_initial_s
+        ),
+        auth_pause_max_s=up.positive(
+            "auth_pause_max_seconds", float, UploadConfig.auth_pause_max_s
+        ),
+    )
+    up.finish()
+    if upload.backoff_max_s < upload.backoff_initial_s:
+        raise ConfigError("upload.backoff_max_seconds must be at least backoff_initial_seconds")
+    if upload.auth_pause_max_s < upload.auth_pause_initial_s:
+        raise ConfigError(
+            "upload.auth_pause_max_seconds must be at least auth_pause_initial_seconds"
+        )
+
+    service = _section(raw, "service")
+    grace_s = _non_negative(service, "shutdown_grace_seconds", 20.0)
+    service.finish()
+
+    log = _section(raw, "log")
+    log_format = log.get("format", str, "auto")
+    if log_format not in ("auto", "json", "console"):
+        raise ConfigError(f'log.format must be "auto", "json" or "console", got "{log_format}"')
+    log_level = log.get("level", str, "info").lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(
+            f'log.level must be "debug", "info", "warning" or "error", got "{log_level}"'
+        )
+    log.finish()
+
+    folders = _folders(raw.get("folders"), env, base_dir, main_org)
+    return Config(
+        database=db_path,
+        folders=folders,
+        watch=watch,
+        upload=upload,
+        shutdown_grace_s=grace_s,
+        log_format=log_format,
+        log_level=log_level,
+    )
+
+
+def _non_negative(table: _Table, key: str, default: float) -> float:
+    value = table.get(key, float, default)
+    if value < 0:
+        raise ConfigError(f"{table._name(key)} must not be negative, got {value}")
+    return value
+
+
+def _folders(
+    raw: object, env: Mapping[str, str], base_dir: Path, main_org: Organization
+) -> tuple[Folder, ...]:
+    if raw is None:
+        raise ConfigError("missing [[folders]]: configure at least one inbox")
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("[[folders]] must be a non-empty array of tables")
+    folders: list[Folder] = []
+    logins: dict[str, Organization] = {}
+    for index, item in enumerate(raw):
+        where = f"folders[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a table")
+        table = _Table(item, where)
+        inbox = _resolve(base_dir, table.get("inbox", str, required=True))
+        done = _resolve(base_dir, table.get("done", str, required=True))
+        failed = _resolve(base_dir, table.get("failed", str, required=True))
+        org = _organization(table, env, base_dir, parent=main_org)
+        table.finish()
+        known = logins.setdefault(org.key, org)
+        if known != org:
+            raise ConfigError(
+                f"{where}: organization {org.login} is configured twice with different "
+                "settings (base_url, secret key or staging token)"
+            )
+        if len({inbox, done, failed}) != 3:
+            raise ConfigError(f"{where}: inbox, done and failed must be three different folders")
+        folders.append(Folder(inbox=inbox, done=done, failed=failed, org=org))
+    _check_overlaps(folders)
+    return tuple(folders)
+
+
+def _check_overlaps(folders: list[Folder]) -> None:
+    inboxes = [f.inbox for f in folders]
+    if len(set(inboxes)) != len(inboxes):
+        raise ConfigError("[[folders]]: the same inbox is configured twice")
+    outputs = {p for f in folders for p in (f.done, f.failed)}
+    for inbox in inboxes:
+        if inbox in outputs:
+            raise ConfigError(f"[[folders]]: {inbox} is both an inbox and a done/failed folder")
+

@@ -1,0 +1,289 @@
+"""A local stand-in for Qonto's bulk import endpoint, for `demo` and the tests.
+
+It enforces what the API documents: API-key and OAuth authentication, the
+sandbox's staging token, 1-5 files of at most 5 MB in at most 15 MB, PDF/JPEG/PNG
+only, all-or-nothing requests, idempotency by content, JSON:API errors. Faults
+can be injected (429, 5xx, dropped connections before or after the invoices
+are created, slow answers, a 401 window, forbidden organizations, a server
+that normalises names). The running daemon never imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import random
+import sys
+import unicodedata
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import BodyPartReader, web
+
+from .inspect import sniff
+
+BULK_PATH = "/v2/client_invoices/bulk"
+STATE_PATH = "/_emulator/invoices"
+LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Log in</body></html>"
+
+
+@dataclass
+class Faults:
+    """What goes wrong, and how often (probabilities per request, 0 to 1)."""
+
+    rate_limited: float = 0.0  # 429
+    retry_after_s: float | None = None  # sent with 429 when set
+    server_error: float = 0.0  # 500/502/503/504
+    drop_before: float = 0.0  # connection closed before anything is created
+    drop_after: float = 0.0  # invoices created, then the connection is closed
+    slow: float = 0.0  # invoices created, then the answer waits slow_s
+    slow_s: float = 0.0
+    reject_marker: bytes | None = None  # files containing it are refused with 422
+    unauthorized: bool = False  # every request answers 401 while set
+    forbidden_logins: set[str] = field(default_factory=set)  # answer 403 (Italian orgs)
+    normalize_names: str | None = None  # "NFC" or "NFD": file_name as a server might store it
+
+
+@dataclass(frozen=True)
+class Invoice:
+    login: str
+    sha256: str
+    invoice_id: str
+    file_name: str
+
+
+class Emulator:
+    def __init__(
+        self,
+        keys: dict[str, str],
+        *,
+        bearer_tokens: dict[str, str] | None = None,
+        staging_token: str | None = None,
+        faults: Faults | None = None,
+        seed: int | None = None,
+        max_files: int = 5,
+        max_file_bytes: int = 5_000_000,
+        max_request_bytes: int = 15_000_000,
+    ) -> None:
+        self.keys = dict(keys)  # login -> secret key
+        self.bearer_tokens = dict(bearer_tokens or {})  # token -> login
+        self.staging_token = staging_token
+        self.faults = faults or Faults()
+        self.max_files = max_files
+        self.max_file_bytes = max_file_bytes
+        self.max_request_bytes = max_request_bytes
+        self.invoices: dict[tuple[str, str], Invoice] = {}
+        self.requests = 0
+        self.statuses: dict[int, int] = {}
+        self._rng = random.Random(seed)
+
+    # -- what the tests look at -----------------------------------------------------
+
+    def invoices_of(self, login: str) -> dict[str, str]:
+        """sha256 -> invoice_id for one organization."""
+        return {i.sha256: i.invoice_id for i in self.invoices.values() if i.login == login}
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_request_bytes * 2)
+        app.router.add_post(BULK_PATH, self._bulk)
+        app.router.add_get(STATE_PATH, self._state)
+        return app
+
+    async def _state(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "requests": self.requests,
+                "statuses": {str(k): v for k, v in self.statuses.items()},
+                "invoices": [i.__dict__ for i in self.invoices.values()],
+            }
+        )
+
+    # -- the endpoint ---------------------------------------------------------------
+
+    async def _bulk(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        response = await self._answer(request)
+        self.statuses[response.status] = self.statuses.get(response.status, 0) + 1
+        return response
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        faults = self.faults
+        if self.staging_token is not None and (
+            request.headers.get("X-Qonto-Staging-Token") != self.staging_token
+        ):
+            # What the real sandbox does: its login page, with a 200.
+            return web.Response(body=LOGIN_PAGE, content_type="text/html")
+        login = self._authenticate(request.headers.get("Authorization", ""))
+        if login is None or faults.unauthorized:
+            return _error(401, "unauthorized", "The authentication credentials are invalid.")
+        if login in faults.forbidden_logins:
+            return _error(403, "forbidden", "Bulk import is not available for this organization.")
+        roll = self._rng.random()
+        for chance, status in ((faults.rate_limited, 429), (faults.server_error, 0)):
+            if roll < chance:
+                if status == 429:
+                    headers = {}
+                    if faults.retry_after_s is not None:
+                        headers["Retry-After"] = f"{faults.retry_after_s:g}"
+                    return _error(429, "too_many_requests", "Rate limit exceeded.", headers)
+                status = self._rng.choice((500, 502, 503, 504))
+                return _error(status, "internal_server_error", "Something went wrong.")
+            roll -= chance
+        if roll < faults.drop_before:
+            return _drop(request)
+        roll -= faults.drop_before
+
+        if request.content_length is not None and request.content_length > self.max_request_bytes:
+            return _error(413, "request_too_large", "The request body exceeds 15 MB.")
+        try:
+            files = await self._read_files(request)
+        except _Refusal as refusal:
+            return refusal.response
+        created = self._import(login, files)
+
+        if roll < faults.drop_after:
+            return _drop(request)
+        roll -= faults.drop_after
+        if roll < faults.slow:
+            await asyncio.sleep(faults.slow_s)
+        return web.json_response({"client_invoices": created})
+
+    def _authenticate(self, header: str) -> str | None:
+        if header.startswith("Bearer "):
+            return self.bearer_tokens.get(header[len("Bearer ") :])
+        login, sep, secret = header.partition(":")
+        if sep and login in self.keys and self.keys[login] == secret:
+            return login
+        return None
+
+    async def _read_files(self, request: web.Request) -> list[tuple[str, bytes]]:
+        if not request.content_type.startswith("multipart/form-data"):
+            raise _Refusal(_error(400, "invalid_request_format", "Expected multipart/form-data."))
+        reader = await request.multipart()
+        files: list[tuple[str, bytes]] = []
+        total = 0
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader) or part.name != "client_invoices":
+                raise _Refusal(_error(422, "invalid", "Unexpected form field.", pointer="/"))
+            data = await part.read(decode=False)
+            total += len(data)
+            if total > self.max_request_bytes:
+                raise _Refusal(_error(413, "request_too_large", "The request exceeds 15 MB."))
+            files.append((part.filename or "", bytes(data)))
+        if not files:
+            raise _Refusal(_error(422, "missing_field", "client_invoices is required."))
+        if len(files) > self.max_files:
+            raise _Refusal(
+                _error(422, "invalid", f"At most {self.max_files} files per request.")
+            )
+        for index, (name, data) in enumerate(files):
+            pointer = f"/client_invoices/{index}"
+            if len(data) > self.max_file_bytes:
+                raise _Refusal(
+                    _error(422, "invalid", f"{name} exceeds 5 MB.", pointer=pointer)
+                )
+            if sniff(data) is None:
+                raise _Refusal(
+                    _error(422, "invalid_format", f"{name}: unsupported format.", pointer=pointer)
+                )
+            marker = self.faults.reject_marker
+            if marker is not None and marker in data:
+                raise _Refusal(
+                    _error(422, "invalid", f"{name}: the invoice number is missing.",
+                           pointer=pointer)
+                )
+        return files
+
+    def _import(self, login: str, files: Sequence[tuple[str, bytes]]) -> list[dict[str, str]]:
+        """All files were accepted: create (or find) an invoice for each."""
+        created: list[dict[str, str]] = []
+        for name, data in files:
+            sha = hashlib.sha256(data).hexdigest()
+            invoice = self.invoices.get((login, sha))
+            if invoice is None:
+                invoice = Invoice(login, sha, str(uuid.uuid4()), name)
+                self.invoices[(login, sha)] = invoice
+            shown = name
+            if self.faults.normalize_names:
+                shown = unicodedata.normalize(self.faults.normalize_names, name)  # type: ignore[arg-type]
+            created.append({"invoice_id": invoice.invoice_id, "file_name": shown})
+        return created
+
+
+class _Refusal(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+def _error(
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    *,
+    pointer: str | None = None,
+) -> web.Response:
+    error: dict[str, object] = {"status": str(status), "code": code, "detail": detail}
+    if pointer is not None:
+        error["source"] = {"pointer": pointer}
+    return web.json_response(
+        {"errors": [error], "trace_id": uuid.uuid4().hex}, status=status, headers=headers
+    )
+
+
+def _drop(request: web.Request) -> web.Response:
+    """Close the connection without an answer."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=500)
+
+
+@asynccontextmanager
+async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve the emulator on loopback; yields its base URL."""
+    runner = web.AppRunner(emulator.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, shutdown_timeout=0.5)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        bound_port = sockets[0].getsockname()[1] if sockets else port
+        yield f"http://{host}:{bound_port}"
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m daemon.emulator --login L --secret S`: serve until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m daemon.emulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--login", action="append", required=True)
+    parser.add_argument("--secret", action="append", required=True)
+    args = parser.parse_args(argv)
+    if len(args.login) != len(args.secret):
+        parser.error("give one --secret per --login")
+    emulator = Emulator(dict(zip(args.login, args.secret, strict=True)))
+
+    async def forever() -> None:
+        async with serve(emulator, args.host, args.port) as url:
+            print(f"Qonto emulator on {url}{BULK_PATH}", file=sys.stderr, flush=True)
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(forever())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

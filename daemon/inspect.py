@@ -1,0 +1,189 @@
+"""What a file is: read it safely, hash it, and decide whether Qonto could ever take it.
+
+Everything here blocks (open, read, hash, PDF parsing): call it in a thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UnsafeFile
+
+PDF, JPEG, PNG = "pdf", "jpeg", "png"
+_HEAD_BYTES = 1024
+CONTENT_TYPES = {PDF: "application/pdf", JPEG: "image/jpeg", PNG: "image/png"}
+EXTENSIONS = {".pdf": PDF, ".jpg": JPEG, ".jpeg": JPEG, ".png": PNG}
+
+# Factur-X's parser logs through the standard library; keep it out of our stdout.
+logging.getLogger("factur-x").addHandler(logging.NullHandler())
+logging.getLogger("factur-x").propagate = False
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a file can never be accepted: a short code and what a person can do."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Content:
+    """A file's bytes as read once, with the stat they were read under.
+
+    `data` holds the whole file when it is within the read limit, else only
+    its first bytes (enough to tell its type); `sha256` and `size` are always
+    those of the whole file.
+    """
+
+    data: bytes
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Inspection:
+    sha256: str
+    size: int
+    mtime_ns: int
+    kind: str | None
+    facturx: str | None  # e.g. "factur-x/en16931" when the PDF carries invoice XML
+    problem: Problem | None
+
+
+def read_regular(path: Path, limit_bytes: int) -> Content:
+    """Read a regular file without following links or blocking on FIFOs.
+
+    A file over `limit_bytes` is hashed whole but not kept in memory. Raises UnsafeFile for anything
+    that is not a regular file, OSError when it cannot be read.
+    """
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeFile(f"{describe_mode(st.st_mode)}, not a regular file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile("a symbolic link, not a regular file") from None
+        raise
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # swapped between lstat and open
+            raise UnsafeFile(f"{describe_mode(st.st_mode)}, not a regular file")
+        digest = hashlib.sha256()
+        buf = io.BytesIO()
+        size = 0
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+            # Past the limit only the hash and the head are worth keeping.
+            if size <= limit_bytes:
+                buf.write(chunk)
+            elif buf.tell() > _HEAD_BYTES:
+                buf.truncate(_HEAD_BYTES)
+            elif buf.tell() < _HEAD_BYTES:
+                buf.write(chunk[: _HEAD_BYTES - buf.tell()])
+        return Content(
+            data=buf.getvalue(), sha256=digest.hexdigest(), size=size, mtime_ns=st.st_mtime_ns
+        )
+
+
+def describe_mode(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
+def sniff(data: bytes) -> str | None:
+    """The file's type from its first bytes, whatever its name says."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    if data.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    # PDF readers accept the header anywhere in the first 1024 bytes.
+    if b"%PDF-" in data[:1024]:
+        return PDF
+    return None
+
+
+def facturx_profile(data: bytes) -> str | None:
+    """"flavor/profile" of the invoice XML embedded in a PDF, or None.
+
+    Informational only: Qonto takes plain PDFs too, and the file is sent
+    unchanged either way. The XSD is not checked here.
+    """
+    try:
+        from facturx import get_facturx_xml_from_pdf, get_flavor, get_level
+        from lxml import etree
+
+        _, xml = get_facturx_xml_from_pdf(data, check_xsd=False)
+        if not xml:
+            return None
+        root = etree.fromstring(xml, parser=etree.XMLParser(resolve_entities=False))
+        return f"{get_flavor(root)}/{get_level(root)}"
+    except Exception:  # a broken attachment is not our verdict to give; send as a PDF
+        return None
+
+
+def examine(content: Content, name: str, max_file_bytes: int, max_upload_bytes: int) -> Inspection:
+    """Check a file read by `read_regular` against everything Qonto would refuse.
+
+    `max_upload_bytes` is the largest file that still fits in one request
+    with its multipart framing.
+    """
+    problem: Problem | None = None
+    kind = sniff(content.data)
+    ext = os.path.splitext(name)[1].lower()
+    expected = EXTENSIONS.get(ext)
+    limit = min(max_file_bytes, max_upload_bytes)
+    if content.size == 0:
+        problem = Problem("empty", "the file is empty (0 bytes): export it again")
+    elif content.size > limit:
+        problem = Problem(
+            "too_large",
+            f"the file is larger than {limit:,} bytes, the most Qonto accepts for one file: "
+            "reduce it (a lower scan resolution, a compressed PDF) and drop it again",
+        )
+    elif expected is None:
+        problem = Problem(
+            "unsupported_type",
+            f"the extension {ext or '(none)'!r} is not one Qonto imports: "
+            "only PDF (.pdf), JPEG (.jpg, .jpeg) and PNG (.png)",
+        )
+    elif kind is None:
+        problem = Problem(
+            "unsupported_type",
+            f"the content is not a PDF, JPEG or PNG although the name ends in {ext}: "
+            "the file is damaged or not an invoice; export it again",
+        )
+    elif kind != expected:
+        problem = Problem(
+            "extension_mismatch",
+            f"the name ends in {ext} but the content is {kind.upper()}: "
+            "rename it with the right extension and drop it again",
+        )
+    facturx = facturx_profile(content.data) if problem is None and kind == PDF else None
+    return Inspection(
+        sha256=content.sha256,
+        size=content.size,
+        mtime_ns=content.mtime_ns,
+        kind=kind,
+        facturx=facturx,
+        problem=problem,
+    )

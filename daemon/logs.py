@@ -1,0 +1,61 @@
+"""Logging: structlog configured once, JSON lines for journald, colours on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _safe_paths(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Make odd file names (undecodable bytes, newlines) printable in one log line."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and key in ("path", "name", "dest", "file_name"):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                event_dict[key] = value.encode("utf-8", "surrogateescape").decode(
+                    "utf-8", "backslashreplace"
+                )
+        elif hasattr(value, "__fspath__"):
+            event_dict[key] = str(value)
+    return event_dict
+
+
+def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Set up structlog for the process. `fmt` is "auto", "json" or "console"."""
+    stream = sys.stdout if stream is None else stream
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _safe_paths,
+        structlog.processors.format_exc_info,
+    ]
+    if fmt == "json":
+        processors.append(structlog.processors.JSONRenderer())
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get(name: str | None = None) -> Any:
+    """A logger; `name` goes into each event as `logger` when given."""
+    log = structlog.get_logger()
+    return log.bind(logger=name) if name else log

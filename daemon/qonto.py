@@ -1,0 +1,205 @@
+"""The HTTP client for `POST /v2/client_invoices/bulk`.
+
+It turns a list of (name, bytes) into a name -> invoice_id mapping or raises
+one of the errors in `errors.py`. It knows nothing of folders or SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import payload
+
+from . import __version__
+from .config import Organization
+from .errors import Transient, Unmatched, classify_http
+
+BULK_PATH = "/v2/client_invoices/bulk"
+FIELD = "client_invoices"
+_BOUNDARY_LEN = 32  # aiohttp's own: uuid4().hex
+_SNIPPET_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Upload:
+    file_name: str  # as made by upload_name()
+    data: bytes
+    content_type: str
+
+
+def upload_name(name: str) -> str:
+    """The name Qonto will know a file by: bytes that are not UTF-8 become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _escaped(name: str) -> str:
+    """How browsers put a name in Content-Disposition (WHATWG form encoding)."""
+    return name.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def name_key(name: str) -> str:
+    """Names that a server could take for the same one (Unicode NFC)."""
+    return unicodedata.normalize("NFC", name)
+
+
+def _part(file_name: str, data: bytes, content_type: str) -> payload.BytesPayload:
+    part = payload.BytesPayload(data, content_type=content_type)
+    part.set_content_disposition(
+        "form-data", quote_fields=False, name=FIELD, filename=_escaped(file_name)
+    )
+    return part
+
+
+def build_body(files: Sequence[Upload], boundary: str | None = None) -> aiohttp.MultipartWriter:
+    writer = aiohttp.MultipartWriter("form-data", boundary=boundary)
+    for f in files:
+        writer.append_payload(_part(f.file_name, f.data, f.content_type))
+    return writer
+
+
+def part_overhead(file_name: str, content_type: str) -> int:
+    """Bytes a file adds to the request body beyond its own content."""
+    writer = aiohttp.MultipartWriter("form-data", boundary="b" * _BOUNDARY_LEN)
+    empty = writer.size
+    writer.append_payload(_part(file_name, b"", content_type))
+    size = writer.size
+    assert empty is not None and size is not None
+    return size - empty
+
+
+def body_size(parts: Iterable[tuple[str, str, int]]) -> int:
+    """The exact multipart body size for (file_name, content_type, size) parts."""
+    closing = len(b"--") + _BOUNDARY_LEN + len(b"--\r\n")
+    return closing + sum(part_overhead(n, t) + size for n, t, size in parts)
+
+
+class QontoClient:
+    """Uploads for one organization through a shared aiohttp session."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, org: Organization, timeout: aiohttp.ClientTimeout
+    ) -> None:
+        self._session = session
+        self._org = org
+        self._timeout = timeout
+        self._url = org.base_url + BULK_PATH
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "Authorization": f"{self._org.login}:{self._org.secret.reveal()}",
+            "Accept": "application/json",
+            "User-Agent": f"qonto-invoice-daemon/{__version__}",
+        }
+        if self._org.staging_token is not None:
+            headers["X-Qonto-Staging-Token"] = self._org.staging_token.reveal()
+        return headers
+
+    async def upload(self, files: Sequence[Upload]) -> dict[str, str]:
+        """Send 1-5 files in one request; return file_name -> invoice_id for each.
+
+        Raises Transient, Rejected, AuthProblem or Unmatched.
+        """
+        body = build_body(files)
+        try:
+            async with self._session.post(
+                self._url,
+                data=body,
+                headers=self._headers(),
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+                headers = {k: v for k, v in resp.headers.items()}
+        except TimeoutError as exc:
+            raise Transient(f"no answer within {self._timeout.total:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise Transient(f"connection failed: {_describe(exc)}") from exc
+        if status == 200:
+            return _match(files, _parse_success(raw, headers.get("Content-Type", "")))
+        errors = _parse_errors(raw)
+        raise classify_http(status, headers, errors, _snippet(raw))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def _snippet(raw: bytes) -> str:
+    text = raw[: _SNIPPET_CHARS * 2].decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return text[:_SNIPPET_CHARS]
+
+
+def _parse_errors(raw: bytes) -> list[dict[str, Any]]:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return []
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return []
+    return [e for e in errors if isinstance(e, dict)]
+
+
+def _parse_success(raw: bytes, content_type: str) -> list[tuple[str, str]]:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise Transient(
+            f"HTTP 200 but the body is not JSON ({content_type or 'no content type'}): "
+            f"{_snippet(raw)!r}; with the sandbox, check staging_token_env",
+            status=200,
+        ) from None
+    items = doc.get("client_invoices") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise Transient(
+            f"HTTP 200 without a client_invoices list: {_snippet(raw)!r}", status=200
+        )
+    results: list[tuple[str, str]] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise Transient(f"HTTP 200 with a malformed result: {_snippet(raw)!r}", status=200)
+        invoice_id, name = item.get("invoice_id"), item.get("file_name")
+        if not isinstance(invoice_id, str) or not invoice_id or not isinstance(name, str):
+            raise Transient(
+                f"HTTP 200 with a result lacking invoice_id or file_name: {_snippet(raw)!r}",
+                status=200,
+            )
+        results.append((name, invoice_id))
+    return results
+
+
+def _match(files: Sequence[Upload], results: list[tuple[str, str]]) -> dict[str, str]:
+    """Tie each result to the one file it names; anything ambiguous is an error."""
+    if len(files) == 1 and len(results) == 1:
+        # One file, one answer: whatever the server made of the name, it is ours.
+        return {files[0].file_name: results[0][1]}
+    if len(files) == 1:
+        raise Transient(f"HTTP 200 with {len(results)} results for 1 file", status=200)
+    exact: dict[str, str] = {}
+    loose: dict[str, str] = {}
+    for f in files:
+        for form in (f.file_name, _escaped(f.file_name)):
+            exact[form] = f.file_name
+            loose[name_key(form)] = f.file_name
+    found: dict[str, str] = {}
+    for name, invoice_id in results:
+        ours = exact.get(name) or loose.get(name_key(name))
+        if ours is None or ours in found:
+            raise Unmatched(
+                f"HTTP 200 names {name!r}, which matches no file sent (or matches one twice)",
+                status=200,
+            )
+        found[ours] = invoice_id
+    if len(found) != len(files):
+        missing = sorted(set(exact.values()) - set(found))
+        raise Unmatched(f"HTTP 200 without a result for {missing}", status=200)
+    return found
+

@@ -1,0 +1,448 @@
+"""The daemon's lifecycle: start-up reconciliation, the long-lived tasks, graceful stop.
+
+Tasks, all owned by one TaskGroup:
+- rescan: lists every inbox at start and then periodically (the truth);
+- watch: watchfiles events, hints that make pickup quick;
+- settle: stats tracked files until they have held still for settle_s;
+- intake: reads, hashes and inspects settled files, then queues or files them;
+- one uploader per organization: packs, sends, retries, files the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import aiohttp
+import structlog
+
+from . import __version__, inspect, qonto, watcher
+from .aio import wait_event, wait_first
+from .batcher import Limits
+from .config import Config, Folder
+from .errors import UnsafeFile
+from .filing import Filing
+from .journal import DONE, FAILED, IMPORTED, QUEUED, SENDING, Journal
+from .qonto import QontoClient
+from .settle import Settler
+from .uploader import CHANGED, FAILED as UPLOAD_FAILED, IMPORTED as UPLOAD_IMPORTED, LEFT
+from .uploader import OrgUploader, Pending
+
+log = structlog.get_logger()
+
+_WATCH_RETRY_S = 5.0
+
+
+class Service:
+    def __init__(self, config: Config, *, once: bool = False) -> None:
+        self.config = config
+        self.once = once
+        self._stopping = asyncio.Event()
+        self._forced = asyncio.Event()
+        self._rescan_now = asyncio.Event()
+        self._settle_wake = asyncio.Event()
+        self._settler = Settler(config.watch.settle_s, config.watch.unstable_warning_s)
+        self._intake: asyncio.Queue[watcher.Seen] = asyncio.Queue()
+        self._active: set[Path] = set()  # settling, being inspected, waiting or sending
+        self._twins: dict[tuple[str, str], list[Path]] = defaultdict(list)
+        self._warned: dict[Path, str] = {}
+        self._unavailable: set[Path] = set()
+        self._folders = {f.inbox: f for f in config.folders}
+        self._uploaders: dict[str, OrgUploader] = {}
+        self._scanned_once = asyncio.Event()
+        self._inspecting = 0
+        self.failed_files = 0
+        self.left_files = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def request_stop(self, reason: str = "signal") -> None:
+        if self._stopping.is_set():
+            log.warning("daemon_stopping", reason=reason, forced=True)
+            self._forced.set()
+            return
+        log.info("daemon_stopping", reason=reason, grace_s=self.config.shutdown_grace_s)
+        self._stopping.set()
+
+    async def run(self) -> int:
+        """Run until stopped (or, with once, until nothing is left); return the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+        try:
+            return await self._run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    async def _run(self) -> int:
+        cfg = self.config
+        journal = await Journal.open(cfg.database)
+        try:
+            timeout = aiohttp.ClientTimeout(
+                total=cfg.upload.timeout_s, sock_connect=cfg.upload.connect_timeout_s
+            )
+            async with aiohttp.ClientSession() as session:
+                self._build_uploaders(session, journal, timeout)
+                log.info(
+                    "daemon_started",
+                    version=__version__,
+                    once=self.once,
+                    folders=[str(f.inbox) for f in cfg.folders],
+                    organizations=[o.login for o in cfg.organizations],
+                    database=str(cfg.database),
+                )
+                await self._reconcile(journal)
+                await self._run_tasks()
+                for up in self._uploaders.values():
+                    await up.drain()
+        finally:
+            await journal.close()
+        counts = {"failed": self.failed_files, "left_waiting": self.left_files}
+        log.info("daemon_stopped", **counts)
+        if self.once and (self.failed_files or self.left_files):
+            return 1
+        return 0
+
+    def _build_uploaders(
+        self, session: aiohttp.ClientSession, journal: Journal, timeout: aiohttp.ClientTimeout
+    ) -> None:
+        cfg = self.config
+        self._filing = Filing(journal)
+        self._journal = journal
+        slots = asyncio.Semaphore(cfg.upload.concurrency)
+        self._limits = Limits(
+            max_request_bytes=cfg.upload.max_request_bytes, closing_bytes=qonto.body_size([])
+        )
+        for org in cfg.organizations:
+            self._uploaders[org.key] = OrgUploader(
+                org=org.key,
+                client=QontoClient(session, org, timeout),
+                journal=journal,
+                filing=self._filing,
+                settings=cfg.upload,
+                limits=self._limits,
+                slots=slots,
+                stopping=self._stopping,
+                finished=self._finished,
+                give_up_on_auth=self.once,
+            )
+
+    async def _run_tasks(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            workers = [
+                tg.create_task(self._rescan_loop(), name="rescan"),
+                tg.create_task(self._settle_loop(), name="settle"),
+                tg.create_task(self._intake_loop(), name="intake"),
+            ]
+            if not self.once:
+                workers.append(tg.create_task(self._watch_loop(), name="watch"))
+            else:
+                workers.append(tg.create_task(self._until_idle(), name="once"))
+            for up in self._uploaders.values():
+                workers.append(tg.create_task(up.run(), name=f"upload-{up.org}"))
+            tg.create_task(self._supervise(workers), name="supervise")
+
+    async def _supervise(self, workers: list[asyncio.Task[None]]) -> None:
+        """After a stop request, give requests in flight the grace period, then cancel."""
+        await self._stopping.wait()
+        deadline = time.monotonic() + self.config.shutdown_grace_s
+        forced = asyncio.ensure_future(self._forced.wait())
+        try:
+            pending = {w for w in workers if not w.done()}
+            while pending and not self._forced.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                _, pending = await asyncio.wait(
+                    pending | {forced}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(forced)
+        finally:
+            forced.cancel()
+        late = [w for w in workers if not w.done()]
+        if late:
+            log.warning("daemon_cancelling", tasks=[w.get_name() for w in late])
+        for w in late:
+            w.cancel()
+
+    async def _until_idle(self) -> None:
+        """--once: stop when every file found at start has been dealt with."""
+        await self._scanned_once.wait()
+        while not self._stopping.is_set():
+            if (
+                not self._active
+                and self._intake.empty()
+                and self._inspecting == 0
+                and all(u.idle for u in self._uploaders.values())
+            ):
+                self.request_stop("once: nothing left to do")
+                return
+            await wait_event(self._stopping, 0.05)
+
+    # -- start-up ------------------------------------------------------------------
+
+    async def _reconcile(self, journal: Journal) -> None:
+        """Make the journal and the folders agree after a crash."""
+        requeued = await journal.requeue_interrupted()
+        marked = 0
+        for record in await journal.in_state(IMPORTED):
+            folder = self._folders.get(record.path.parent)
+            if folder is None or await asyncio.to_thread(os.path.lexists, record.path):
+                continue  # still in its inbox: the scan finds it and moves it without uploading
+            found = await asyncio.to_thread(_find_moved, folder.done, record.path.name, record.sha256)
+            if found is not None:
+                await journal.mark_done(record.org, record.sha256, found)
+                marked += 1
+        if requeued or marked:
+            log.info("journal_reconciled", requeued=requeued, marked_done=marked)
+
+    # -- discovery -----------------------------------------------------------------
+
+    async def _rescan_loop(self) -> None:
+        while not self._stopping.is_set():
+            for folder in self.config.folders:
+                await self._scan(folder)
+            self._scanned_once.set()
+            self._rescan_now.clear()
+            if self.once:
+                return
+            await wait_first(self._stopping, self._rescan_now, timeout_s=self.config.watch.rescan_interval_s)
+
+    async def _scan(self, folder: Folder) -> None:
+        try:
+            found = await asyncio.to_thread(watcher.scan, folder.inbox)
+        except OSError as exc:
+            if folder.inbox not in self._unavailable:
+                self._unavailable.add(folder.inbox)
+                log.error(
+                    "folder_unavailable", path=folder.inbox, error=exc.strerror or str(exc),
+                    hint="files there wait until the folder is back (is the share mounted?)",
+                )
+            return
+        if folder.inbox in self._unavailable:
+            self._unavailable.discard(folder.inbox)
+            log.info("folder_available", path=folder.inbox)
+        now = time.monotonic()
+        for skipped in found.skipped:
+            self._warn_once(skipped.path, "file_skipped", f"{skipped.what}, not a regular file")
+        for seen in found.files:
+            self._consider(seen, now)
+
+    def _consider(self, seen: watcher.Seen, now: float) -> None:
+        if seen.path in self._settler:
+            self._settler.observe(seen, now)
+        elif seen.path not in self._active:
+            self._active.add(seen.path)
+            self._settler.observe(seen, now)
+            self._settle_wake.set()
+
+    async def _watch_loop(self) -> None:
+        cfg = self.config.watch
+        while not self._stopping.is_set():
+            inboxes = [f.inbox for f in self.config.folders if f.inbox.is_dir()]
+            if not inboxes:
+                await wait_event(self._stopping, self.config.watch.rescan_interval_s)
+                continue
+            try:
+                async for hints in watcher.watch(
+                    inboxes, self._stopping, force_polling=cfg.force_polling,
+                    poll_delay_ms=cfg.poll_delay_ms,
+                ):
+                    stats = await asyncio.to_thread(watcher.stat_all, hints)
+                    now = time.monotonic()
+                    for path, seen in stats.items():
+                        if seen is None:
+                            continue
+                        self._settler.touched(path, now)
+                        self._consider(seen, now)
+            except Exception as exc:  # the scan is the safety net: log, rescan, retry
+                log.warning("watcher_error", error=f"{type(exc).__name__}: {exc}")
+                self._rescan_now.set()
+                await wait_event(self._stopping, _WATCH_RETRY_S)
+
+    async def _settle_loop(self) -> None:
+        while not self._stopping.is_set():
+            due_s = self._settler.next_due(time.monotonic())
+            self._settle_wake.clear()
+            if due_s is None or due_s > 0:
+                await wait_first(self._stopping, self._settle_wake, timeout_s=due_s)
+                continue
+            stats = await asyncio.to_thread(watcher.stat_all, self._settler.paths())
+            now = time.monotonic()
+            for path, seen in stats.items():
+                if seen is None:
+                    self._settler.forget(path)
+                    self._active.discard(path)
+                else:
+                    self._settler.observe(seen, now)
+            for seen in self._settler.settled(now):
+                self._intake.put_nowait(seen)
+            for path, age_s in self._settler.unstable(now):
+                log.warning(
+                    "file_unstable", path=path, changing_for_s=round(age_s),
+                    hint="still being written; it is sent once it stops changing",
+                )
+
+    # -- intake --------------------------------------------------------------------
+
+    async def _intake_loop(self) -> None:
+        while not self._stopping.is_set():
+            get = asyncio.ensure_future(self._intake.get())
+            await wait_first(self._stopping, get)
+            if not get.done():
+                get.cancel()
+                return
+            seen = get.result()
+            self._inspecting += 1
+            try:
+                await self._take(seen)
+            finally:
+                self._inspecting -= 1
+
+    async def _take(self, seen: watcher.Seen) -> None:
+        """Inspect one settled file, then file it or queue it. One file's trouble stays its own."""
+        path = seen.path
+        folder = self._folders[path.parent]
+        org = folder.org.key
+        limit = self.config.upload.max_file_bytes
+        try:
+            content = await asyncio.to_thread(inspect.read_regular, path, limit)
+        except FileNotFoundError:
+            self._active.discard(path)
+            return
+        except UnsafeFile as exc:
+            self._active.discard(path)
+            self._warn_once(path, "file_skipped", str(exc))
+            return
+        except OSError as exc:
+            self._active.discard(path)
+            self._warn_once(
+                path, "file_unreadable", exc.strerror or str(exc),
+                hint="check the file's permissions; it is tried again at the next scan",
+            )
+            return
+        if (content.size, content.mtime_ns) != (seen.size, seen.mtime_ns):
+            self._active.discard(path)  # written to again: settle afresh
+            self._consider(watcher.Seen(path, content.size, content.mtime_ns), time.monotonic())
+            return
+        self._warned.pop(path, None)
+        name = qonto.upload_name(path.name)
+        found = await asyncio.to_thread(
+            inspect.examine, content, path.name, limit, self._fits_request(name)
+        )
+        if found.problem is not None:
+            await self._filing.failed(
+                folder, path, sha256=found.sha256, file_name=name, size=found.size,
+                reason=found.problem.reason, detail=found.problem.detail,
+            )
+            self._finish(path, failed=True)
+            return
+        record = await self._journal.get(org, found.sha256)
+        if record is not None and record.invoice_id and record.state in (IMPORTED, DONE):
+            await self._file_known(folder, path, record.path, found.sha256, record.invoice_id)
+            return
+        if (
+            record is not None
+            and record.state in (QUEUED, SENDING)
+            and record.path != path
+            and record.path in self._active
+        ):
+            # The same content is already on its way from another file: wait for it.
+            self._twins[(org, found.sha256)].append(path)
+            log.info("file_queued", path=path, sha256=found.sha256, org=org, twin_of=record.path)
+            return
+        record = await self._journal.enqueue(org, found.sha256, path, name, found.size)
+        assert found.kind is not None
+        content_type = inspect.CONTENT_TYPES[found.kind]
+        pending = Pending(
+            folder=folder,
+            path=path,
+            sha256=found.sha256,
+            file_name=name,
+            name_key=qonto.name_key(name),
+            size=found.size,
+            mtime_ns=found.mtime_ns,
+            content_type=content_type,
+            wire_bytes=found.size + qonto.part_overhead(name, content_type),
+        )
+        log.info(
+            "file_queued", path=path, sha256=found.sha256, org=org, size=found.size,
+            type=found.kind, facturx=found.facturx,
+        )
+        self._uploaders[org].add(pending)
+
+    def _fits_request(self, name: str) -> int:
+        """The largest file that fits in one request under this name."""
+        framing = self._limits.closing_bytes + qonto.part_overhead(name, "application/pdf")
+        return self.config.upload.max_request_bytes - framing
+
+    async def _file_known(
+        self, folder: Folder, path: Path, known_path: Path, sha256: str, invoice_id: str
+    ) -> None:
+        """Content that already has an invoice_id goes to done/ without another upload."""
+        if known_path == path:  # imported, but the move had not happened (crash, permissions)
+            await self._filing.done(folder, path, sha256, invoice_id, recovered=True)
+        else:
+            await self._filing.done(
+                folder, path, sha256, invoice_id, event="file_duplicate",
+                duplicate_of=str(known_path),
+            )
+        self._finish(path)
+
+    def _finished(self, pending: Pending, outcome: str, _detail: str | None) -> None:
+        """Called by an uploader when a file leaves its hands."""
+        if outcome == CHANGED:
+            self._recheck(pending.path)
+        elif outcome == LEFT:
+            self.left_files += 1
+            self._active.discard(pending.path)
+        else:
+            self._finish(pending.path, failed=outcome == UPLOAD_FAILED)
+            assert outcome in (UPLOAD_IMPORTED, UPLOAD_FAILED)
+        # Files that waited for this content are looked at again: now they are duplicates.
+        org = pending.folder.org.key
+        for twin in self._twins.pop((org, pending.sha256), []):
+            if outcome == LEFT:
+                self._finish(twin)
+                self.left_files += 1
+            else:
+                self._recheck(twin)
+
+    def _recheck(self, path: Path) -> None:
+        """Settle and inspect a file again (it changed, or its twin was just handled)."""
+        self._active.add(path)
+        self._settler.track(path, time.monotonic())
+        self._settle_wake.set()
+
+    def _finish(self, path: Path, *, failed: bool = False) -> None:
+        self._active.discard(path)
+        if failed:
+            self.failed_files += 1
+
+    def _warn_once(self, path: Path, event: str, detail: str, **fields: object) -> None:
+        if self._warned.get(path) != detail:
+            self._warned[path] = detail
+            log.warning(event, path=path, detail=detail, **fields)
+
+
+def _find_moved(done_dir: Path, name: str, sha256: str) -> Path | None:
+    """The file in done/ with this content, under its name or a suffixed one."""
+    stem, ext = os.path.splitext(name)
+    try:
+        names = [n for n in os.listdir(done_dir) if n == name or (n.startswith(stem + "-") and n.endswith(ext))]
+    except OSError:
+        return None
+    for candidate in names:
+        try:
+            content = inspect.read_regular(done_dir / candidate, 1 << 62)
+        except (OSError, UnsafeFile):
+            continue
+        if content.sha256 == sha256:
+            return done_dir / candidate
+    return None
+

@@ -1,0 +1,356 @@
+"""Uploading one organization's waiting files, and deciding what each failure means.
+
+Per organization: a list of waiting files, a dispatcher that packs them into
+requests (flushing a partial batch after a short linger), and deliveries that
+retry, split or pause until each file is imported, failed, or left queued for
+the next run. Files are read again just before sending, and only the exact
+bytes whose sha256 the journal holds are sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import batcher, inspect
+from .aio import wait_event, wait_first
+from .backoff import auth_pause, next_delay
+from .config import Folder, UploadConfig
+from .errors import AuthProblem, QontoError, Rejected, Transient, UnsafeFile, Unmatched
+from .filing import Filing
+from .journal import Journal
+from .qonto import QontoClient, Upload
+
+log = structlog.get_logger()
+_batch_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A settled, inspected file whose content waits for an invoice_id."""
+
+    folder: Folder
+    path: Path
+    sha256: str
+    file_name: str  # as sent to Qonto
+    name_key: str
+    size: int
+    mtime_ns: int
+    content_type: str
+    wire_bytes: int
+    queued_at: float = field(default_factory=time.monotonic, compare=False)
+
+
+# What became of a pending file, for the service's bookkeeping.
+IMPORTED, FAILED, CHANGED, LEFT = "imported", "failed", "changed", "left"
+Finished = Callable[[Pending, str, str | None], None]
+
+
+class AuthGate:
+    """Holds an organization's uploads while its credentials are refused."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self._initial_s = initial_s
+        self._max_s = max_s
+        self._strikes = 0
+        self._until = 0.0
+        self._open = asyncio.Event()
+        self._open.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._open.is_set()
+
+    def close(self, now: float) -> float | None:
+        """Pause after a refusal; returns the pause, or None if already paused."""
+        if self.paused and now < self._until:
+            return None
+        pause_s = auth_pause(self._strikes, initial_s=self._initial_s, max_s=self._max_s)
+        self._strikes += 1
+        self._until = now + pause_s
+        self._open.clear()
+        return pause_s
+
+    def succeeded(self) -> None:
+        self._strikes = 0
+
+    async def wait_open(self, stopping: asyncio.Event) -> bool:
+        """Wait out the pause; False if the daemon is stopping meanwhile."""
+        while self.paused:
+            remaining = self._until - time.monotonic()
+            if remaining <= 0:
+                self._open.set()
+                break
+            if await wait_event(stopping, remaining):
+                return False
+        return not stopping.is_set()
+
+
+class OrgUploader:
+    def __init__(
+        self,
+        *,
+        org: str,
+        client: QontoClient,
+        journal: Journal,
+        filing: Filing,
+        settings: UploadConfig,
+        limits: batcher.Limits,
+        slots: asyncio.Semaphore,
+        stopping: asyncio.Event,
+        finished: Finished,
+        give_up_on_auth: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.org = org
+        self._client = client
+        self._journal = journal
+        self._filing = filing
+        self._settings = settings
+        self._limits = limits
+        self._slots = slots
+        self._stopping = stopping
+        self._finished = finished
+        self._give_up_on_auth = give_up_on_auth
+        self._rng = rng or random.Random()
+        self._waiting: list[Pending] = []
+        self._arrived = asyncio.Event()
+        self._in_progress = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self.gate = AuthGate(settings.auth_pause_initial_s, settings.auth_pause_max_s)
+        self.gave_up = False
+        self._completing: set[asyncio.Future[None]] = set()
+
+    @property
+    def idle(self) -> bool:
+        return not self._waiting and self._in_progress == 0
+
+    async def drain(self) -> None:
+        """Wait for answers already received to be recorded (after a forced stop)."""
+        while self._completing:
+            await asyncio.gather(*self._completing, return_exceptions=True)
+
+    def add(self, pending: Pending) -> None:
+        self._waiting.append(pending)
+        self._arrived.set()
+
+    async def run(self) -> None:
+        """Dispatch batches until the daemon stops; deliveries end within the TaskGroup."""
+        async with asyncio.TaskGroup() as tg:
+            while not self._stopping.is_set():
+                batch = await self._next_batch()
+                if batch is None:
+                    break
+                self._in_progress += 1
+                if self._in_progress >= self._settings.concurrency:
+                    self._room.clear()
+                tg.create_task(self._deliver_batch(batch))
+        self._leave_waiting()
+
+    async def _next_batch(self) -> list[Pending] | None:
+        while True:
+            if self._stopping.is_set():
+                return None
+            if not self._waiting:
+                self._arrived.clear()
+                await wait_first(self._arrived, self._stopping)
+                continue
+            if not self._room.is_set():
+                await wait_first(self._room, self._stopping)
+                continue
+            if self.gate.paused and not await self.gate.wait_open(self._stopping):
+                return None
+            if self.gave_up:
+                self._leave_waiting()
+                continue
+            batch, rest = batcher.pack(self._waiting, self._limits)
+            if not batch:  # cannot happen: inspection fails what fits nowhere
+                raise RuntimeError("waiting files that fit in no request")
+            linger_s = self._settings.linger_s - (time.monotonic() - batch[0].queued_at)
+            if not batcher.is_full(batch, rest, self._limits) and linger_s > 0:
+                self._arrived.clear()
+                await wait_first(self._arrived, self._stopping, timeout_s=linger_s)
+                continue
+            self._waiting = rest
+            return batch
+
+    def _leave_waiting(self) -> None:
+        """Files not sent stay queued in the journal and in their inbox."""
+        waiting, self._waiting = self._waiting, []
+        for pending in waiting:
+            self._finished(pending, LEFT, None)
+
+    async def _deliver_batch(self, batch: list[Pending]) -> None:
+        try:
+            await self._deliver(batch)
+        finally:
+            self._in_progress -= 1
+            self._room.set()
+
+    async def _deliver(self, batch: list[Pending]) -> None:
+        """Send until every file of the batch is imported, failed, or left for later."""
+        attempt = 0
+        batch_id = f"{self.org}-{next(_batch_ids)}"
+        bound = log.bind(batch_id=batch_id, org=self.org)
+        while True:
+            if self.gave_up or self._stopping.is_set():
+                self._leave(batch)
+                return
+            if self.gate.paused and not await self.gate.wait_open(self._stopping):
+                self._leave(batch)
+                return
+            batch, uploads = await self._read_again(batch)
+            if not batch:
+                return
+            try:
+                async with self._slots:
+                    await self._journal.mark_sending(self.org, [p.sha256 for p in batch])
+                    started = time.monotonic()
+                    ids = await self._client.upload(uploads)
+            except Transient as exc:
+                delay_s = next_delay(
+                    attempt,
+                    exc.retry_after_s,
+                    self._rng,
+                    initial_s=self._settings.backoff_initial_s,
+                    max_s=self._settings.backoff_max_s,
+                )
+                attempt += 1
+                bound.warning(
+                    "batch_retry", error=str(exc), status=exc.status, attempt=attempt,
+                    delay_s=round(delay_s, 2), files=len(batch),
+                    retry_after_s=exc.retry_after_s,
+                )
+                await self._journal.note_error(self.org, [p.sha256 for p in batch], str(exc))
+                if await wait_event(self._stopping, delay_s):
+                    self._leave(batch)
+                    return
+                continue
+            except AuthProblem as exc:
+                await self._journal.note_error(self.org, [p.sha256 for p in batch], str(exc))
+                self._pause(exc)
+                continue
+            except (Rejected, Unmatched) as exc:
+                if len(batch) > 1:
+                    await self._split(batch, exc, bound)
+                    return
+                if isinstance(exc, Rejected):
+                    await self._reject(batch[0], exc)
+                    return
+                raise AssertionError("a one-file answer always matches") from exc
+            self.gate.succeeded()
+            # The answer is in: record it even if a stop cancels this delivery.
+            done = asyncio.ensure_future(
+                self._complete(batch, ids, time.monotonic() - started, batch_id)
+            )
+            self._completing.add(done)
+            done.add_done_callback(self._completing.discard)
+            await asyncio.shield(done)
+            return
+
+    def _pause(self, exc: AuthProblem) -> None:
+        if self._give_up_on_auth:
+            if not self.gave_up:
+                log.error(
+                    "org_paused", org=self.org, status=exc.status, error=str(exc),
+                    hint=exc.hint, pause_s=None,
+                )
+            self.gave_up = True
+            return
+        pause_s = self.gate.close(time.monotonic())
+        if pause_s is not None:
+            log.error(
+                "org_paused", org=self.org, status=exc.status, error=str(exc), hint=exc.hint,
+                pause_s=pause_s,
+            )
+
+    async def _split(self, batch: list[Pending], exc: QontoError, bound: Any) -> None:
+        """All-or-nothing: one bad file sank the request, so find it by halves."""
+        half = len(batch) // 2
+        bound.warning(
+            "batch_split", status=exc.status, error=str(exc), files=len(batch),
+            halves=[half, len(batch) - half],
+        )
+        await self._deliver(batch[:half])
+        await self._deliver(batch[half:])
+
+    async def _reject(self, pending: Pending, exc: Rejected) -> None:
+        await self._filing.failed(
+            pending.folder,
+            pending.path,
+            sha256=pending.sha256,
+            file_name=pending.file_name,
+            size=pending.size,
+            reason="rejected_by_qonto",
+            detail=exc.detail,
+            http_status=exc.status,
+            qonto_code=exc.code,
+        )
+        self._finished(pending, FAILED, exc.detail)
+
+    def _leave(self, batch: Sequence[Pending]) -> None:
+        for pending in batch:
+            self._finished(pending, LEFT, None)
+
+    async def _read_again(self, batch: list[Pending]) -> tuple[list[Pending], list[Upload]]:
+        """Re-read each file; drop any that changed since it was inspected."""
+        contents = await asyncio.to_thread(_read_all, batch, self._settings.max_file_bytes)
+        kept: list[Pending] = []
+        uploads: list[Upload] = []
+        for pending, content in zip(batch, contents, strict=True):
+            if isinstance(content, inspect.Content) and content.sha256 == pending.sha256:
+                kept.append(pending)
+                uploads.append(Upload(pending.file_name, content.data, pending.content_type))
+                continue
+            log.info(
+                "file_changed", path=pending.path, sha256=pending.sha256, org=self.org,
+                detail=content if isinstance(content, str) else "its content changed since it "
+                "settled; it will settle and be inspected again",
+            )
+            self._finished(pending, CHANGED, None)
+        return kept, uploads
+
+    async def _complete(
+        self,
+        batch: list[Pending],
+        ids: dict[str, str],
+        elapsed_s: float,
+        batch_id: str,
+    ) -> None:
+        by_sha = {p.sha256: ids[p.file_name] for p in batch}
+        await self._journal.record_imported(self.org, by_sha)
+        log.info(
+            "batch_uploaded", batch_id=batch_id, org=self.org, files=len(batch), bytes=batcher.request_bytes(batch, self._limits),
+            duration_s=round(elapsed_s, 3),
+        )
+        for pending in batch:
+            await self._filing.done(
+                pending.folder, pending.path, pending.sha256, by_sha[pending.sha256],
+                batch_id=batch_id,
+            )
+            self._finished(pending, IMPORTED, by_sha[pending.sha256])
+
+
+def _read_all(batch: Sequence[Pending], limit: int) -> list[inspect.Content | str]:
+    out: list[inspect.Content | str] = []
+    for pending in batch:
+        try:
+            content = inspect.read_regular(pending.path, limit)
+        except FileNotFoundError:
+            out.append("the file disappeared before it was sent; it stays queued if it returns")
+            continue
+        except (OSError, UnsafeFile) as exc:
+            out.append(f"cannot read it again before sending: {exc}")
+            continue
+        out.append(content)
+    return out
+
