@@ -209,6 +209,11 @@ def _resolve(base_dir: Path, value: str) -> Path:
 def _organization(
     table: _Table, env: Mapping[str, str], base_dir: Path, parent: Organization | None
 ) -> Organization:
+    if "secret_key" in table._data:
+        raise ConfigError(
+            f"{table._name('secret_key')}: the secret key does not belong in the configuration "
+            "file; name an environment variable (secret_key_env) or a file (secret_key_file)"
+        )
     base_url = table.optional("base_url", str)
     login = table.optional("login", str)
     has_secret = any(k in table._data for k in ("secret_key_env", "secret_key_file"))

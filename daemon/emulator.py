@@ -247,15 +247,13 @@ def _drop(request: web.Request) -> web.Response:
 @asynccontextmanager
 async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Serve the emulator on loopback; yields its base URL."""
-    runner = web.AppRunner(emulator.app(), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        emulator.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
+    )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=0.5)
-        await site.start()
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        bound_port = sockets[0].getsockname()[1] if sockets else port
+        await web.TCPSite(runner, host, port).start()
+        bound_port = runner.addresses[0][1]
         yield f"http://{host}:{bound_port}"
     finally:
         await runner.cleanup()

@@ -1,0 +1,90 @@
+"""The command line as users and scripts run it: real subprocesses, the emulator on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from conftest import ENV, LOGIN, sha256_of, wait_for
+
+
+async def run_cli(*args: str, timeout_s: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daemon", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **ENV},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+async def test_run_once_then_lookup(ws, qonto):
+    emulator, url = qonto
+    good = ws.invoice("good.pdf")
+    sha = sha256_of(good)
+    (ws.inbox / "bad.pdf").write_text("not a pdf")
+    toml = ws.write_toml(url)
+    code, out, _ = await run_cli("run", "--config", str(toml), "--once")
+    assert code == 1  # one file failed
+    logs = json_lines(out)  # JSON lines on stdout when it is not a terminal
+    assert {e["event"] for e in logs} >= {"daemon_started", "file_imported", "file_failed"}
+    invoice_id = emulator.invoices_of(LOGIN)[sha]
+
+    code, out, _ = await run_cli(
+        "lookup", "--config", str(toml), "--json",
+        str(ws.done / "good.pdf"), str(ws.failed / "bad.pdf"),
+    )
+    assert code == 0
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["path"] == str(ws.done / "good.pdf") and first["sha256"] == sha
+    assert first["invoice_id"] == invoice_id and first["state"] == "done"
+    assert second["invoice_id"] is None and second["state"] == "failed"
+
+    stranger = ws.root / "stranger.pdf"
+    stranger.write_bytes(b"%PDF-1.7 never seen")
+    code, out, _ = await run_cli("lookup", "--config", str(toml), str(stranger))
+    assert code == 0
+    assert out.split("\t")[2] == "unknown"
+
+
+async def test_run_once_exits_0_when_everything_is_done(ws, qonto):
+    _, url = qonto
+    ws.invoice("a.pdf")
+    code, _, _ = await run_cli("run", "--config", str(ws.write_toml(url)), "--once")
+    assert code == 0
+
+
+async def test_sigterm_exits_0(ws, qonto):
+    emulator, url = qonto
+    toml = ws.write_toml(url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daemon", "run", "--config", str(toml),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **ENV},
+    )
+    try:
+        ws.invoice("a.pdf")
+        await wait_for(lambda: (ws.done / "a.pdf").exists(), what="a.pdf in done/")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    assert json_lines(out.decode())[-1]["event"] == "daemon_stopped"
+
+
+async def test_demo_runs(tmp_path: Path):
+    code, out, err = await run_cli("demo", timeout_s=120)
+    assert code == 0, err
+    assert "invoice_id" in out and "unsupported_type" in out

@@ -1,0 +1,112 @@
+"""Configuration: defaults, the public keys, and errors that name the key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from daemon import cli, config
+from daemon.errors import ConfigError
+
+ENV = {"QONTO_SECRET_KEY": "k3y", "OTHER": "other-k3y"}
+
+MINIMAL = """
+[qonto]
+login = "acme-corp-1234"
+secret_key_env = "QONTO_SECRET_KEY"
+
+[database]
+path = "state.sqlite3"
+
+[[folders]]
+inbox = "/srv/erp/export"
+done = "/srv/erp/export/done"
+failed = "/srv/erp/export/failed"
+"""
+
+
+def load(tmp_path: Path, text: str, env: dict[str, str] = ENV) -> config.Config:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return config.load(path, env=env)
+
+
+def test_minimal_config_gets_sane_defaults(tmp_path):
+    cfg = load(tmp_path, MINIMAL)
+    assert cfg.database == tmp_path.resolve() / "state.sqlite3"
+    (folder,) = cfg.folders
+    assert folder.org.base_url == "https://thirdparty.qonto.com"
+    assert folder.org.secret.reveal() == "k3y"
+    assert cfg.watch.settle_s == 5.0 and cfg.watch.rescan_interval_s == 60.0
+    assert cfg.upload.concurrency == 2
+    assert cfg.upload.max_file_bytes == 5_000_000
+    assert cfg.upload.max_request_bytes == 15_000_000
+
+
+def test_the_example_config_loads(tmp_path):
+    example = Path(__file__).parent.parent / "config.example.toml"
+    cfg = config.load(example, env={"QONTO_SECRET_KEY": "x", "QONTO_SECRET_KEY_OTHER": "y"})
+    assert cfg.folders
+
+
+def test_secret_from_file(tmp_path):
+    (tmp_path / "key").write_text("from-file\n")
+    cfg = load(tmp_path, MINIMAL.replace('secret_key_env = "QONTO_SECRET_KEY"',
+                                         'secret_key_file = "key"'))
+    assert cfg.folders[0].org.secret.reveal() == "from-file"
+
+
+def test_secret_never_prints(tmp_path):
+    cfg = load(tmp_path, MINIMAL)
+    assert "k3y" not in repr(cfg) and "k3y" not in str(cfg.folders[0].org)
+
+
+def test_folder_of_another_organization(tmp_path):
+    text = MINIMAL + """
+[[folders]]
+inbox = "/srv/b"
+done = "/srv/b/done"
+failed = "/srv/b/failed"
+login = "other-org-5678"
+secret_key_env = "OTHER"
+"""
+    cfg = load(tmp_path, text)
+    assert [f.org.login for f in cfg.folders] == ["acme-corp-1234", "other-org-5678"]
+    assert cfg.folders[1].org.secret.reveal() == "other-k3y"
+    assert len(cfg.organizations) == 2
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (MINIMAL + "\n[watch]\nsettle_secs = 3\n", "watch.settle_secs"),
+    (MINIMAL + '\n[watch]\nsettle_seconds = "soon"\n', "watch.settle_seconds must be a number"),
+    (MINIMAL + "\n[upload]\nconcurrency = 0\n", "upload.concurrency"),
+    (MINIMAL + "\n[upload]\nconcurrency = 1.5\n", "upload.concurrency must be an integer"),
+    (MINIMAL + "\n[bogus]\nx = 1\n", "unknown key bogus"),
+    (MINIMAL.replace('login = "acme-corp-1234"\n', ""), "qonto.login"),
+    (MINIMAL.replace("[[folders]]", "[[nope]]"), "unknown key nope"),
+    (MINIMAL.split("[[folders]]")[0], "missing [[folders]]"),
+    (MINIMAL.replace('secret_key_env = "QONTO_SECRET_KEY"', 'secret_key_env = "MISSING"'),
+     "MISSING is not set"),
+    (MINIMAL.replace('secret_key_env = "QONTO_SECRET_KEY"', 'secret_key = "inline"'),
+     "qonto.secret_key"),
+    (MINIMAL.replace('done = "/srv/erp/export/done"', 'done = "/srv/erp/export"'),
+     "three different folders"),
+])
+def test_bad_config_names_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(tmp_path, text)
+
+
+def test_cli_exits_78_on_config_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("QONTO_SECRET_KEY", "k3y")
+    path = tmp_path / "config.toml"
+    path.write_text(MINIMAL + "\n[upload]\nmax_file_bytes = -1\n")
+    assert cli.main(["run", "--config", str(path)]) == 78
+    assert "upload.max_file_bytes" in capsys.readouterr().err
+
+
+def test_cli_exits_78_on_missing_file(tmp_path, capsys):
+    assert cli.main(["run", "--config", str(tmp_path / "absent.toml")]) == 78
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,197 @@
+"""The HTTP client against canned answers (aioresponses): every status becomes a decision."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+
+from daemon.config import Organization, Secret
+from daemon.errors import AuthProblem, Rejected, Transient, Unmatched
+from daemon.qonto import QontoClient, Upload, body_size, build_body
+
+BASE = "https://thirdparty.example.test"
+URL = re.compile(r"^https://thirdparty\.example\.test/v2/client_invoices/bulk$")
+ORG = Organization(base_url=BASE, login="acme-1", secret=Secret("k3y"))
+PDF = b"%PDF-1.7\n..."
+
+
+def up(name: str, data: bytes = PDF) -> Upload:
+    return Upload(name, data, "application/pdf")
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[QontoClient]:
+    async with aiohttp.ClientSession() as session:
+        yield QontoClient(session, ORG, aiohttp.ClientTimeout(total=2))
+
+
+async def test_success_maps_names_to_ids(client):
+    with aioresponses() as m:
+        m.post(URL, payload={"client_invoices": [
+            {"invoice_id": "id-b", "file_name": "b.pdf"},
+            {"invoice_id": "id-a", "file_name": "a.pdf"},
+        ]})
+        ids = await client.upload([up("a.pdf"), up("b.pdf", PDF + b"2")])
+        assert ids == {"a.pdf": "id-a", "b.pdf": "id-b"}
+        ((_, call),) = m.requests.items()
+        headers = call[0].kwargs["headers"]
+        assert headers["Authorization"] == "acme-1:k3y"
+        assert "X-Qonto-Staging-Token" not in headers
+
+
+async def test_staging_token_header_is_sent():
+    org = Organization(BASE, "acme-1", Secret("k3y"), staging_token=Secret("stg"))
+    async with aiohttp.ClientSession() as session:
+        c = QontoClient(session, org, aiohttp.ClientTimeout(total=2))
+        with aioresponses() as m:
+            m.post(URL, payload={"client_invoices": [{"invoice_id": "i", "file_name": "a.pdf"}]})
+            await c.upload([up("a.pdf")])
+            ((_, call),) = m.requests.items()
+            assert call[0].kwargs["headers"]["X-Qonto-Staging-Token"] == "stg"
+
+
+async def test_normalised_names_still_match(client):
+    nfd, nfc = "e\u0301te\u0301.pdf", "\u00e9t\u00e9.pdf"
+    with aioresponses() as m:
+        m.post(URL, payload={"client_invoices": [
+            {"invoice_id": "id-1", "file_name": nfc},
+            {"invoice_id": "id-2", "file_name": "other.pdf"},
+        ]})
+        assert await client.upload([up(nfd), up("other.pdf", PDF + b"x")]) == {
+            nfd: "id-1", "other.pdf": "id-2"}
+
+
+async def test_answer_naming_an_unknown_file_is_unmatched(client):
+    with aioresponses() as m:
+        m.post(URL, payload={"client_invoices": [
+            {"invoice_id": "id-1", "file_name": "a.pdf"},
+            {"invoice_id": "id-2", "file_name": "renamed.pdf"},
+        ]})
+        with pytest.raises(Unmatched):
+            await client.upload([up("a.pdf"), up("b.pdf", PDF + b"2")])
+
+
+async def test_answer_missing_a_file_is_unmatched(client):
+    with aioresponses() as m:
+        m.post(URL, payload={"client_invoices": [{"invoice_id": "id-1", "file_name": "a.pdf"}]})
+        with pytest.raises(Unmatched):
+            await client.upload([up("a.pdf"), up("b.pdf", PDF + b"2")])
+
+
+async def test_single_file_matches_whatever_the_name(client):
+    with aioresponses() as m:
+        m.post(URL, payload={"client_invoices": [{"invoice_id": "id-1", "file_name": "x_y.pdf"}]})
+        assert await client.upload([up("x y.pdf")]) == {"x y.pdf": "id-1"}
+
+
+@pytest.mark.parametrize("body", [
+    "<html><body>Log in</body></html>",
+    '{"something": "else"}',
+    '{"client_invoices": [{"file_name": "a.pdf"}]}',
+    '{"client_invoices": "nope"}',
+])
+async def test_200_that_is_not_the_documented_json_is_transient(client, body):
+    with aioresponses() as m:
+        m.post(URL, status=200, body=body, content_type="text/html")
+        with pytest.raises(Transient) as info:
+            await client.upload([up("a.pdf")])
+        assert info.value.status == 200
+
+
+async def test_429_with_retry_after(client):
+    with aioresponses() as m:
+        m.post(URL, status=429, headers={"Retry-After": "7"},
+               payload={"errors": [{"status": "429", "code": "too_many_requests"}]})
+        with pytest.raises(Transient) as info:
+            await client.upload([up("a.pdf")])
+        assert info.value.retry_after_s == 7.0 and info.value.status == 429
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+async def test_server_errors_are_transient(client, status):
+    with aioresponses() as m:
+        m.post(URL, status=status, body="upstream trouble")
+        with pytest.raises(Transient) as info:
+            await client.upload([up("a.pdf")])
+        assert info.value.status == status and info.value.retry_after_s is None
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+async def test_rejections_carry_the_servers_detail(client, status):
+    with aioresponses() as m:
+        m.post(URL, status=status, payload={"errors": [
+            {"status": str(status), "code": "invalid", "detail": "The invoice number is missing"}
+        ], "trace_id": "t"})
+        with pytest.raises(Rejected) as info:
+            await client.upload([up("a.pdf")])
+        assert info.value.detail == "The invoice number is missing"
+        assert info.value.code == "invalid" and info.value.status == status
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_auth_problems(client, status):
+    with aioresponses() as m:
+        m.post(URL, status=status, payload={"errors": [{"code": "unauthorized"}]})
+        with pytest.raises(AuthProblem) as info:
+            await client.upload([up("a.pdf")])
+        assert info.value.status == status and info.value.hint
+
+
+async def test_redirect_to_a_login_page_is_not_followed(client):
+    with aioresponses() as m:
+        m.post(URL, status=302, headers={"Location": "https://login.example.test/"})
+        with pytest.raises(Transient):
+            await client.upload([up("a.pdf")])
+
+
+async def test_connection_error_is_transient(client):
+    with aioresponses() as m:
+        m.post(URL, exception=aiohttp.ServerDisconnectedError())
+        with pytest.raises(Transient):
+            await client.upload([up("a.pdf")])
+
+
+async def test_timeout_is_transient(client):
+    with aioresponses() as m:
+        m.post(URL, exception=asyncio.TimeoutError())
+        with pytest.raises(Transient, match="no answer"):
+            await client.upload([up("a.pdf")])
+
+
+async def test_lost_answer_then_retry_returns_the_same_id(client):
+    """The server created the invoice but the answer was lost: the retry is safe."""
+    with aioresponses() as m:
+        m.post(URL, exception=aiohttp.ClientPayloadError("connection lost mid-answer"))
+        m.post(URL, payload={"client_invoices": [{"invoice_id": "same", "file_name": "a.pdf"}]})
+        with pytest.raises(Transient):
+            await client.upload([up("a.pdf")])
+        assert await client.upload([up("a.pdf")]) == {"a.pdf": "same"}
+
+
+async def test_secret_never_appears_in_errors(client):
+    with aioresponses() as m:
+        m.post(URL, status=401, body="denied")
+        with pytest.raises(AuthProblem) as info:
+            await client.upload([up("a.pdf")])
+    assert "k3y" not in str(info.value) and "k3y" not in repr(ORG)
+
+
+async def test_body_size_is_exact():
+    files = [up("a.pdf", b"x" * 100), up("été \"quoted\".pdf", b"y" * 7), up("c.png", b"z")]
+
+    class Sink:
+        def __init__(self) -> None:
+            self.data = bytearray()
+
+        async def write(self, chunk: bytes) -> None:
+            self.data += chunk
+
+    sink = Sink()
+    await build_body(files).write(sink)  # type: ignore[arg-type]
+    expected = body_size((f.file_name, f.content_type, len(f.data)) for f in files)
+    assert len(sink.data) == expected
