@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from typing import Any
 
 
 async def wait_first(
-    *waitables: asyncio.Event | asyncio.Future[object], timeout_s: float | None = None
+    *waitables: asyncio.Event | asyncio.Future[Any], timeout_s: float | None = None
 ) -> None:
     """Wait until any event is set or future done, or `timeout_s` passes."""
-    owned: list[asyncio.Future[object]] = []
-    futures: list[Awaitable[object]] = []
+    owned: list[asyncio.Future[Any]] = []
+    futures: list[asyncio.Future[Any]] = []
     for w in waitables:
         if isinstance(w, asyncio.Event):
-            fut: asyncio.Future[object] = asyncio.ensure_future(w.wait())
+            fut: asyncio.Future[Any] = asyncio.ensure_future(w.wait())
             owned.append(fut)
             futures.append(fut)
         else:

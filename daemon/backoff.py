@@ -19,8 +19,8 @@ def next_delay(
 
     `attempt` counts from 0 for the first retry.
     """
-    ceiling = min(max_s, initial_s * 2 ** min(attempt, 62))
-    delay = rng.uniform(0, ceiling)
+    ceiling = min(max_s, initial_s * 2.0 ** min(attempt, 62))
+    delay: float = rng.uniform(0, ceiling)
     if retry_after_s is not None:
         delay = max(delay, min(retry_after_s, RETRY_AFTER_CAP_S))
     return delay
@@ -32,4 +32,4 @@ def auth_pause(consecutive: int, *, initial_s: float, max_s: float) -> float:
     No jitter: one organization, one clock; it only has to grow and stay far
     below Qonto's limit of 200 answers of 401 an hour.
     """
-    return min(max_s, initial_s * 2 ** min(consecutive, 62))
+    return float(min(max_s, initial_s * 2.0 ** min(consecutive, 62)))

@@ -12,8 +12,8 @@ from pathlib import Path
 import structlog
 
 from . import __version__, config, inspect, logs
-from .journal import Journal
 from .errors import ConfigError, UnsafeFile
+from .journal import Journal
 
 EX_OK, EX_FAILED, EX_USAGE, EX_CONFIG = 0, 1, 2, 78
 

@@ -122,7 +122,9 @@ class _Table:
     def _name(self, key: str) -> str:
         return f"{self._where}.{key}" if self._where else key
 
-    def get(self, key: str, kind: type[T], default: T | None = None, *, required: bool = False) -> T:
+    def get(
+        self, key: str, kind: type[T], default: T | None = None, *, required: bool = False
+    ) -> T:
         self._used.add(key)
         if key not in self._data:
             if required or default is None:
@@ -238,7 +240,9 @@ def _organization(
     base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{table._name('base_url')} must start with https:// or http://")
-    return Organization(base_url=base_url, login=login.strip(), secret=secret, staging_token=staging)
+    return Organization(
+        base_url=base_url, login=login.strip(), secret=secret, staging_token=staging
+    )
 
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import random
 import sys
@@ -276,10 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Qonto emulator on {url}{BULK_PATH}", file=sys.stderr, flush=True)
             await asyncio.Event().wait()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(forever())
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -58,7 +58,9 @@ class Filing:
             )
             return None
         await self._journal.mark_done(org, sha256, dest)
-        log.info(event, path=path, dest=dest, sha256=sha256, org=org, invoice_id=invoice_id, **fields)
+        log.info(
+            event, path=path, dest=dest, sha256=sha256, org=org, invoice_id=invoice_id, **fields
+        )
         return dest
 
     async def failed(

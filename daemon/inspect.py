@@ -130,7 +130,7 @@ def facturx_profile(data: bytes) -> str | None:
     """
     try:
         from facturx import get_facturx_xml_from_pdf, get_flavor, get_level
-        from lxml import etree
+        from lxml import etree  # type: ignore[import-untyped]
 
         _, xml = get_facturx_xml_from_pdf(data, check_xsd=False)
         if not xml:

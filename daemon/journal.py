@@ -8,6 +8,7 @@ moved; everything after a crash is re-derived from these rows and the folders.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -62,6 +63,10 @@ def _path_blob(path: Path) -> bytes:
     return os.fsencode(path)
 
 
+def _readonly_uri(path: Path) -> str | None:
+    return path.resolve().as_uri() + "?mode=ro" if path.exists() else None
+
+
 def _record(row: sqlite3.Row) -> Record:
     return Record(
         org=row["org"],
@@ -104,9 +109,10 @@ class Journal:
     @classmethod
     async def open_readonly(cls, path: Path) -> Journal | None:
         """For `lookup` beside a running daemon; None when there is no journal yet."""
-        if not path.exists():
+        uri = await asyncio.to_thread(_readonly_uri, path)
+        if uri is None:
             return None
-        db = await aiosqlite.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        db = await aiosqlite.connect(uri, uri=True)
         db.row_factory = sqlite3.Row
         await db.execute("PRAGMA busy_timeout = 10000")
         return cls(db)

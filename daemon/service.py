@@ -16,6 +16,7 @@ import signal
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import structlog
@@ -26,11 +27,12 @@ from .batcher import Limits
 from .config import Config, Folder
 from .errors import UnsafeFile
 from .filing import Filing
-from .journal import DONE, FAILED, IMPORTED, QUEUED, SENDING, Journal
+from .journal import DONE, IMPORTED, QUEUED, SENDING, Journal
 from .qonto import QontoClient
 from .settle import Settler
-from .uploader import CHANGED, FAILED as UPLOAD_FAILED, IMPORTED as UPLOAD_IMPORTED, LEFT
-from .uploader import OrgUploader, Pending
+from .uploader import CHANGED, LEFT, OrgUploader, Pending
+from .uploader import FAILED as UPLOAD_FAILED
+from .uploader import IMPORTED as UPLOAD_IMPORTED
 
 log = structlog.get_logger()
 
@@ -151,9 +153,9 @@ class Service:
         """After a stop request, give requests in flight the grace period, then cancel."""
         await self._stopping.wait()
         deadline = time.monotonic() + self.config.shutdown_grace_s
-        forced = asyncio.ensure_future(self._forced.wait())
+        forced: asyncio.Future[Any] = asyncio.ensure_future(self._forced.wait())
         try:
-            pending = {w for w in workers if not w.done()}
+            pending: set[asyncio.Future[Any]] = {w for w in workers if not w.done()}
             while pending and not self._forced.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -194,7 +196,9 @@ class Service:
             folder = self._folders.get(record.path.parent)
             if folder is None or await asyncio.to_thread(os.path.lexists, record.path):
                 continue  # still in its inbox: the scan finds it and moves it without uploading
-            found = await asyncio.to_thread(_find_moved, folder.done, record.path.name, record.sha256)
+            found = await asyncio.to_thread(
+                _find_moved, folder.done, record.path.name, record.sha256
+            )
             if found is not None:
                 await journal.mark_done(record.org, record.sha256, found)
                 marked += 1
@@ -211,7 +215,9 @@ class Service:
             self._rescan_now.clear()
             if self.once:
                 return
-            await wait_first(self._stopping, self._rescan_now, timeout_s=self.config.watch.rescan_interval_s)
+            await wait_first(
+                self._stopping, self._rescan_now, timeout_s=self.config.watch.rescan_interval_s
+            )
 
     async def _scan(self, folder: Folder) -> None:
         try:
@@ -434,7 +440,10 @@ def _find_moved(done_dir: Path, name: str, sha256: str) -> Path | None:
     """The file in done/ with this content, under its name or a suffixed one."""
     stem, ext = os.path.splitext(name)
     try:
-        names = [n for n in os.listdir(done_dir) if n == name or (n.startswith(stem + "-") and n.endswith(ext))]
+        names = [
+            n for n in os.listdir(done_dir)
+            if n == name or (n.startswith(stem + "-") and n.endswith(ext))
+        ]
     except OSError:
         return None
     for candidate in names:

@@ -24,7 +24,7 @@ from . import batcher, inspect
 from .aio import wait_event, wait_first
 from .backoff import auth_pause, next_delay
 from .config import Folder, UploadConfig
-from .errors import AuthProblem, QontoError, Rejected, Transient, UnsafeFile, Unmatched
+from .errors import AuthProblem, QontoError, Rejected, Transient, Unmatched, UnsafeFile
 from .filing import Filing
 from .journal import Journal
 from .qonto import QontoClient, Upload
@@ -329,8 +329,8 @@ class OrgUploader:
         by_sha = {p.sha256: ids[p.file_name] for p in batch}
         await self._journal.record_imported(self.org, by_sha)
         log.info(
-            "batch_uploaded", batch_id=batch_id, org=self.org, files=len(batch), bytes=batcher.request_bytes(batch, self._limits),
-            duration_s=round(elapsed_s, 3),
+            "batch_uploaded", batch_id=batch_id, org=self.org, files=len(batch),
+            bytes=batcher.request_bytes(batch, self._limits), duration_s=round(elapsed_s, 3),
         )
         for pending in batch:
             await self._filing.done(

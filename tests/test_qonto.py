@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -158,7 +157,7 @@ async def test_connection_error_is_transient(client):
 
 async def test_timeout_is_transient(client):
     with aioresponses() as m:
-        m.post(URL, exception=asyncio.TimeoutError())
+        m.post(URL, exception=TimeoutError())
         with pytest.raises(Transient, match="no answer"):
             await client.upload([up("a.pdf")])
 

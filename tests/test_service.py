@@ -8,8 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from conftest import LOGIN, OTHER_LOGIN, Workspace, sha256_of, wait_for
+from conftest import ENV, LOGIN, OTHER_LOGIN, Workspace, sha256_of, wait_for
 
+from daemon import config as config_mod
 from daemon.emulator import Emulator
 from daemon.journal import Journal
 from daemon.samples import facturx_pdf
@@ -169,9 +170,6 @@ async def test_done_folder_outside_the_inbox(ws, qonto, start):
     outside = ws.root / "archive" / "done"
     cfg = ws.config_dict(url)
     cfg["folders"][0]["done"] = str(outside)
-    from daemon import config as config_mod
-    from conftest import ENV
-
     ws.invoice("x.pdf")
     running = await start(config_mod.from_dict(cfg, env=ENV, base_dir=ws.root), once=True)
     assert await asyncio.wait_for(running.task, 30) == 0
@@ -188,9 +186,6 @@ async def test_done_and_failed_inside_the_inbox_are_not_input(ws, qonto, start):
     (inner_failed / "bad.pdf").write_text("x")
     cfg = ws.config_dict(url)
     cfg["folders"][0]["failed"] = str(inner_failed)
-    from daemon import config as config_mod
-    from conftest import ENV
-
     running = await start(config_mod.from_dict(cfg, env=ENV, base_dir=ws.root))
     ws.invoice("new.pdf")
     await wait_for(lambda: "new.pdf" in names(ws.done), what="new.pdf in done/")
@@ -245,9 +240,6 @@ async def test_folders_of_two_organizations(ws, qonto, start):
         "failed": str(other_inbox / "failed"), "login": OTHER_LOGIN,
         "secret_key_env": "QONTO_SECRET_KEY_OTHER",
     })
-    from daemon import config as config_mod
-    from conftest import ENV
-
     mine = ws.invoice("mine.pdf", "MINE")
     theirs = ws.invoice("theirs.pdf", "THEIRS", folder=other_inbox)
     shared = facturx_pdf(ws.root / "shared.pdf", "SHARED")
@@ -343,9 +335,6 @@ async def test_forbidden_organization_waits_while_others_go_on(ws, qonto, start,
         "failed": str(other_inbox / "failed"), "login": OTHER_LOGIN,
         "secret_key_env": "QONTO_SECRET_KEY_OTHER",
     })
-    from daemon import config as config_mod
-    from conftest import ENV
-
     running = await start(config_mod.from_dict(raw, env=ENV, base_dir=ws.root))
     ws.invoice("it.pdf", "IT", folder=other_inbox)
     ws.invoice("fr.pdf", "FR")
