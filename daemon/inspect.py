@@ -129,10 +129,12 @@ def facturx_profile(data: bytes) -> str | None:
     unchanged either way. The XSD is not checked here.
     """
     try:
-        from facturx import get_facturx_xml_from_pdf, get_flavor, get_level
+        from facturx import get_flavor, get_level, get_xml_from_pdf
         from lxml import etree  # type: ignore[import-untyped]
 
-        _, xml = get_facturx_xml_from_pdf(data, check_xsd=False)
+        # Any XML attachment: factur-x.xml, zugferd-invoice.xml, ZUGFeRD-invoice.xml,
+        # xrechnung.xml are all in use.
+        _, xml = get_xml_from_pdf(data, check_xsd=False, filenames=["*.xml"])
         if not xml:
             return None
         root = etree.fromstring(xml, parser=etree.XMLParser(resolve_entities=False))

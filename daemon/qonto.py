@@ -6,6 +6,7 @@ one of the errors in `errors.py`. It knows nothing of folders or SQLite.
 
 from __future__ import annotations
 
+import io
 import json
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -47,8 +48,10 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
-def _part(file_name: str, data: bytes, content_type: str) -> payload.BytesPayload:
-    part = payload.BytesPayload(data, content_type=content_type)
+def _part(file_name: str, data: bytes, content_type: str) -> payload.BytesIOPayload:
+    # BytesIO rather than bytes: aiohttp then writes a 5 MB file in chunks
+    # instead of holding the event loop.
+    part = payload.BytesIOPayload(io.BytesIO(data), content_type=content_type)
     part.set_content_disposition(
         "form-data", quote_fields=False, name=FIELD, filename=_escaped(file_name)
     )

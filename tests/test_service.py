@@ -392,3 +392,53 @@ async def test_sigterm_style_stop_keeps_queued_files(ws, qonto, start):
     finally:
         await journal.close()
     assert isinstance(emulator, Emulator)
+
+
+async def test_stop_lets_a_request_in_flight_finish_and_records_it(ws, qonto, start):
+    emulator, url = qonto
+    emulator.faults.slow, emulator.faults.slow_s = 1.0, 1.0
+    running = await start(ws.config(url, service={"shutdown_grace_seconds": 10.0}))
+    ws.invoice("slow.pdf")
+    await wait_for(lambda: emulator.requests >= 1, what="the request to start")
+    assert await running.stop() == 0
+    assert names(ws.done) == {"slow.pdf"}
+    assert (await journal_row(ws, sha256_of(ws.done / "slow.pdf"))).state == "done"
+
+
+async def test_stop_after_the_grace_period_cancels_and_keeps_the_file(ws, qonto, start, _logs):
+    emulator, url = qonto
+    emulator.faults.slow, emulator.faults.slow_s = 1.0, 30.0
+    running = await start(ws.config(
+        url, service={"shutdown_grace_seconds": 0.5}, upload={"timeout_seconds": 60.0}))
+    path = ws.invoice("stuck.pdf")
+    await wait_for(lambda: emulator.requests >= 1, what="the request to start")
+    assert await running.stop() == 0
+    assert events(_logs, "daemon_cancelling")
+    assert names(ws.inbox) == {"stuck.pdf"}
+    row = await journal_row(ws, sha256_of(path))
+    assert row.state in ("queued", "sending") and row.invoice_id is None
+
+
+async def test_second_stop_request_is_immediate(ws, qonto, start):
+    emulator, url = qonto
+    emulator.faults.slow, emulator.faults.slow_s = 1.0, 30.0
+    running = await start(ws.config(
+        url, service={"shutdown_grace_seconds": 60.0}, upload={"timeout_seconds": 60.0}))
+    ws.invoice("stuck.pdf")
+    await wait_for(lambda: emulator.requests >= 1, what="the request to start")
+    running.service.request_stop("first")
+    await asyncio.sleep(0.2)
+    assert not running.task.done()
+    running.service.request_stop("second")
+    assert await asyncio.wait_for(running.task, 5) == 0
+    assert names(ws.inbox) == {"stuck.pdf"}
+
+
+async def test_large_file_near_the_limit_is_sent_whole(ws, qonto, start):
+    emulator, url = qonto
+    big = ws.inbox / "scan-large.pdf"
+    big.write_bytes(b"%PDF-1.7\n" + os.urandom(4_900_000))
+    ws.invoice("small.pdf")
+    assert await asyncio.wait_for((await start(ws.config(url), once=True)).task, 60) == 0
+    assert sha256_of(ws.done / "scan-large.pdf") in emulator.invoices_of(LOGIN)
+    assert len(emulator.invoices_of(LOGIN)) == 2
