@@ -442,3 +442,23 @@ async def test_large_file_near_the_limit_is_sent_whole(ws, qonto, start):
     assert await asyncio.wait_for((await start(ws.config(url), once=True)).task, 60) == 0
     assert sha256_of(ws.done / "scan-large.pdf") in emulator.invoices_of(LOGIN)
     assert len(emulator.invoices_of(LOGIN)) == 2
+
+
+async def test_sandbox_staging_token(ws, start, _logs):
+    """Without the staging token the sandbox answers its login page with a 200: never a success."""
+    from daemon.emulator import serve
+
+    emulator = Emulator({LOGIN: "s3cret-key-for-tests"}, staging_token="stg-token")
+    async with serve(emulator) as url:
+        ws.invoice("a.pdf")
+        running = await start(ws.config(url))
+        await wait_for(lambda: len(events(_logs, "batch_retry")) >= 2, what="retries")
+        assert await running.stop() == 0
+        assert names(ws.inbox) == {"a.pdf"} and not emulator.invoices
+        assert "not JSON" in events(_logs, "batch_retry")[0]["error"]
+
+        raw = ws.config_dict(url)
+        raw["qonto"]["staging_token_env"] = "STAGING"
+        cfg = config_mod.from_dict(raw, env={**ENV, "STAGING": "stg-token"}, base_dir=ws.root)
+        assert await asyncio.wait_for((await start(cfg, once=True)).task, 30) == 0
+        assert names(ws.done) == {"a.pdf"} and len(emulator.invoices) == 1
