@@ -50,7 +50,8 @@ class Service:
         self._settler = Settler(config.watch.settle_s, config.watch.unstable_warning_s)
         self._intake: asyncio.Queue[watcher.Seen] = asyncio.Queue()
         self._active: set[Path] = set()  # settling, being inspected, waiting or sending
-        self._twins: dict[tuple[str, str], list[Path]] = defaultdict(list)
+        # Files whose content is already on its way from another file (key): they wait.
+        self._twins: dict[Path, list[Path]] = defaultdict(list)
         self._warned: dict[Path, str] = {}
         self._unavailable: set[Path] = set()
         self._folders = {f.inbox: f for f in config.folders}
@@ -283,7 +284,7 @@ class Service:
             for path, seen in stats.items():
                 if seen is None:
                     self._settler.forget(path)
-                    self._active.discard(path)
+                    self._release(path)
                 else:
                     self._settler.observe(seen, now)
             for seen in self._settler.settled(now):
@@ -319,14 +320,14 @@ class Service:
         try:
             content = await asyncio.to_thread(inspect.read_regular, path, limit)
         except FileNotFoundError:
-            self._active.discard(path)
+            self._release(path)
             return
         except UnsafeFile as exc:
-            self._active.discard(path)
+            self._release(path)
             self._warn_once(path, "file_skipped", str(exc))
             return
         except OSError as exc:
-            self._active.discard(path)
+            self._release(path)
             self._warn_once(
                 path, "file_unreadable", exc.strerror or str(exc),
                 hint="check the file's permissions; it is tried again at the next scan",
@@ -346,7 +347,7 @@ class Service:
                 folder, path, sha256=found.sha256, file_name=name, size=found.size,
                 reason=found.problem.reason, detail=found.problem.detail,
             )
-            self._finish(path, failed=True)
+            self._release(path, failed=True)
             return
         record = await self._journal.get(org, found.sha256)
         if record is not None and record.invoice_id and record.state in (IMPORTED, DONE):
@@ -359,7 +360,7 @@ class Service:
             and record.path in self._active
         ):
             # The same content is already on its way from another file: wait for it.
-            self._twins[(org, found.sha256)].append(path)
+            self._twins[record.path].append(path)
             log.info("file_queued", path=path, sha256=found.sha256, org=org, twin_of=record.path)
             return
         record = await self._journal.enqueue(org, found.sha256, path, name, found.size)
@@ -398,26 +399,18 @@ class Service:
                 folder, path, sha256, invoice_id, event="file_duplicate",
                 duplicate_of=str(known_path),
             )
-        self._finish(path)
+        self._release(path)
 
     def _finished(self, pending: Pending, outcome: str, _detail: str | None) -> None:
         """Called by an uploader when a file leaves its hands."""
         if outcome == CHANGED:
             self._recheck(pending.path)
-        elif outcome == LEFT:
-            self.left_files += 1
-            self._active.discard(pending.path)
+            self._release_twins(pending.path, left=False)
         else:
-            self._finish(pending.path, failed=outcome == UPLOAD_FAILED)
-            assert outcome in (UPLOAD_IMPORTED, UPLOAD_FAILED)
-        # Files that waited for this content are looked at again: now they are duplicates.
-        org = pending.folder.org.key
-        for twin in self._twins.pop((org, pending.sha256), []):
-            if outcome == LEFT:
-                self._finish(twin)
-                self.left_files += 1
-            else:
-                self._recheck(twin)
+            assert outcome in (UPLOAD_IMPORTED, UPLOAD_FAILED, LEFT)
+            self._release(
+                pending.path, failed=outcome == UPLOAD_FAILED, left=outcome == LEFT
+            )
 
     def _recheck(self, path: Path) -> None:
         """Settle and inspect a file again (it changed, or its twin was just handled)."""
@@ -425,10 +418,20 @@ class Service:
         self._settler.track(path, time.monotonic())
         self._settle_wake.set()
 
-    def _finish(self, path: Path, *, failed: bool = False) -> None:
+    def _release(self, path: Path, *, failed: bool = False, left: bool = False) -> None:
+        """A file leaves the daemon's hands: filed, dropped, or left for the next run."""
         self._active.discard(path)
-        if failed:
-            self.failed_files += 1
+        self.failed_files += failed
+        self.left_files += left
+        self._release_twins(path, left=left)
+
+    def _release_twins(self, path: Path, *, left: bool) -> None:
+        # Files that waited for this one are looked at again: now they are duplicates.
+        for twin in self._twins.pop(path, []):
+            if left:
+                self._release(twin, left=True)
+            else:
+                self._recheck(twin)
 
     def _warn_once(self, path: Path, event: str, detail: str, **fields: object) -> None:
         if self._warned.get(path) != detail:
