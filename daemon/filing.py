@@ -17,6 +17,7 @@ from .config import Folder
 from .journal import Journal
 
 log = structlog.get_logger()
+_CHANGED = "rewritten since it was checked; it settles and is checked again"
 
 
 class Filing:
@@ -30,17 +31,23 @@ class Filing:
         sha256: str,
         invoice_id: str,
         *,
+        expect: mover.Expect,
         event: str = "file_imported",
         **fields: object,
     ) -> Path | None:
         """Move an imported file into done/ (its invoice_id is already committed).
 
-        Returns where it went, or None when the move failed: the file then
-        stays in the inbox and the next scan tries again, without uploading.
+        Returns where it went, or None when it was not moved: it vanished, it
+        was rewritten since it was judged (then `changed` says so and it must be
+        looked at again), or the move failed (the next scan tries again,
+        without uploading).
         """
         org = folder.org.key
         try:
-            dest = await asyncio.to_thread(mover.move_into, path, folder.done)
+            dest = await asyncio.to_thread(mover.move_into, path, folder.done, expect)
+        except mover.Changed:
+            log.info("file_changed", path=path, sha256=sha256, org=org, detail=_CHANGED)
+            raise
         except FileNotFoundError:
             log.warning("file_vanished", path=path, sha256=sha256, org=org, invoice_id=invoice_id)
             return None
@@ -73,6 +80,7 @@ class Filing:
         size: int,
         reason: str,
         detail: str,
+        expect: mover.Expect,
         **extra: object,
     ) -> Path | None:
         """Record a rejection, then move the file into failed/ with its sidecar."""
@@ -90,7 +98,10 @@ class Filing:
             **extra,
         }
         try:
-            dest = await asyncio.to_thread(mover.fail_into, path, folder.failed, report)
+            dest = await asyncio.to_thread(mover.fail_into, path, folder.failed, report, expect)
+        except mover.Changed:
+            log.info("file_changed", path=path, sha256=sha256, org=org, detail=_CHANGED)
+            raise
         except FileNotFoundError:
             log.warning("file_vanished", path=path, sha256=sha256, org=org)
             return None
@@ -104,6 +115,7 @@ class Filing:
                 error=f"{exc.strerror or exc}",
                 reason=reason,
                 detail=detail,
+                hint="fix the permissions of failed/; the file is checked again at the next scan",
             )
             return None
         await self._journal.mark_failed(org, sha256, dest, file_name, size, f"{reason}: {detail}")

@@ -16,18 +16,21 @@ _LEVELS = {
 }
 
 
-def _safe_paths(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """Make odd file names (undecodable bytes, newlines) printable in one log line."""
+def _printable(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Make every value printable in one line: paths as text, undecodable bytes escaped.
+
+    File names need not be UTF-8 (they arrive as surrogates); printing one
+    raw would raise inside the log call.
+    """
     for key, value in event_dict.items():
-        if isinstance(value, str) and key in ("path", "name", "dest", "file_name"):
+        if hasattr(value, "__fspath__"):
+            value = str(value)
+        if isinstance(value, str):
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                event_dict[key] = value.encode("utf-8", "surrogateescape").decode(
-                    "utf-8", "backslashreplace"
-                )
-        elif hasattr(value, "__fspath__"):
-            event_dict[key] = str(value)
+                value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        event_dict[key] = value
     return event_dict
 
 
@@ -40,7 +43,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _safe_paths,
+        _printable,
         structlog.processors.format_exc_info,
     ]
     if fmt == "json":
@@ -54,8 +57,3 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         cache_logger_on_first_use=True,
     )
 
-
-def get(name: str | None = None) -> Any:
-    """A logger; `name` goes into each event as `logger` when given."""
-    log = structlog.get_logger()
-    return log.bind(logger=name) if name else log

@@ -10,10 +10,22 @@ import errno
 import json
 import os
 import shutil
+import stat
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 SIDECAR_SUFFIX = ".error.json"
+# Choosing a free name and taking it must be one step: several threads (two
+# uploaders, the intake) may file into one folder. Only this daemon writes there.
+_claim = threading.Lock()
+
+
+class Changed(Exception):
+    """The file is no longer the one that was judged (rewritten or replaced)."""
+
+
+Expect = tuple[int, int] | None  # (size, mtime_ns) the file must still have
 _TMP_PREFIX = ".qonto-invoice-daemon-"  # hidden: watchers of that folder skip it
 
 
@@ -45,19 +57,33 @@ def free_name(directory: Path, name: str, *, sidecar: bool = False) -> Path:
     return directory / candidate
 
 
-def move_into(src: Path, directory: Path) -> Path:
+def move_into(src: Path, directory: Path, expect: Expect = None) -> Path:
     """Move `src` into `directory` under a free name and return where it went.
 
     A rename when both are on one filesystem; otherwise a copy that is
-    fsynced before the original is removed.
+    fsynced before the original is removed. With `expect`, raises Changed
+    instead if the file's size or mtime is no longer the one judged.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    dest = free_name(directory, src.name)
-    _move(src, dest)
+    with _claim:
+        _check(src, expect)
+        dest = free_name(directory, src.name)
+        _move(src, dest)
+    _sync(src, dest)
     return dest
 
 
-def fail_into(src: Path, directory: Path, report: Mapping[str, object]) -> Path:
+def _check(src: Path, expect: Expect) -> None:
+    st = os.lstat(src)
+    if not stat.S_ISREG(st.st_mode) or (
+        expect is not None and (st.st_size, st.st_mtime_ns) != expect
+    ):
+        raise Changed(str(src))
+
+
+def fail_into(
+    src: Path, directory: Path, report: Mapping[str, object], expect: Expect = None
+) -> Path:
     """Move `src` into `directory` with `<its name>.error.json` beside it.
 
     The sidecar is written first: if the machine stops in between, the file is
@@ -65,9 +91,12 @@ def fail_into(src: Path, directory: Path, report: Mapping[str, object]) -> Path:
     its reason.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    dest = free_name(directory, src.name, sidecar=True)
-    write_json_atomic(dest.with_name(dest.name + SIDECAR_SUFFIX), report)
-    _move(src, dest)
+    with _claim:
+        _check(src, expect)
+        dest = free_name(directory, src.name, sidecar=True)
+        write_json_atomic(dest.with_name(dest.name + SIDECAR_SUFFIX), report)
+        _move(src, dest)
+    _sync(src, dest)
     return dest
 
 
@@ -89,6 +118,9 @@ def _move(src: Path, dest: Path) -> None:
         if exc.errno != errno.EXDEV:
             raise
         _copy_across(src, dest)
+
+
+def _sync(src: Path, dest: Path) -> None:
     fsync_dir(dest.parent)
     if src.parent != dest.parent:
         fsync_dir(src.parent)
@@ -109,5 +141,10 @@ def _copy_across(src: Path, dest: Path) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(dest.parent)
-    os.unlink(src)
+    try:
+        os.unlink(src)
+    except OSError:
+        # The original stays, so the copy must go: one file, one place.
+        os.unlink(dest)
+        raise
 

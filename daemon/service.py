@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from . import __version__, inspect, qonto, watcher
+from . import __version__, inspect, mover, qonto, watcher
 from .aio import wait_event, wait_first
 from .batcher import Limits
 from .config import Config, Folder
@@ -251,7 +251,9 @@ class Service:
     async def _watch_loop(self) -> None:
         cfg = self.config.watch
         while not self._stopping.is_set():
-            inboxes = [f.inbox for f in self.config.folders if f.inbox.is_dir()]
+            inboxes = await asyncio.to_thread(
+                lambda: [f.inbox for f in self.config.folders if f.inbox.is_dir()]
+            )
             if not inboxes:
                 await wait_event(self._stopping, self.config.watch.rescan_interval_s)
                 continue
@@ -327,7 +329,7 @@ class Service:
             self._warn_once(path, "file_skipped", str(exc))
             return
         except OSError as exc:
-            self._release(path)
+            self._release(path, left=True)
             self._warn_once(
                 path, "file_unreadable", exc.strerror or str(exc),
                 hint="check the file's permissions; it is tried again at the next scan",
@@ -342,16 +344,23 @@ class Service:
         found = await asyncio.to_thread(
             inspect.examine, content, path.name, limit, self._fits_request(name)
         )
+        judged = (found.size, found.mtime_ns)
         if found.problem is not None:
-            await self._filing.failed(
-                folder, path, sha256=found.sha256, file_name=name, size=found.size,
-                reason=found.problem.reason, detail=found.problem.detail,
-            )
+            try:
+                await self._filing.failed(
+                    folder, path, sha256=found.sha256, file_name=name, size=found.size,
+                    reason=found.problem.reason, detail=found.problem.detail, expect=judged,
+                )
+            except mover.Changed:
+                self._recheck(path)
+                return
             self._release(path, failed=True)
             return
         record = await self._journal.get(org, found.sha256)
         if record is not None and record.invoice_id and record.state in (IMPORTED, DONE):
-            await self._file_known(folder, path, record.path, found.sha256, record.invoice_id)
+            await self._file_known(
+                folder, path, record.path, found.sha256, record.invoice_id, judged
+            )
             return
         if (
             record is not None
@@ -389,16 +398,28 @@ class Service:
         return self.config.upload.max_request_bytes - framing
 
     async def _file_known(
-        self, folder: Folder, path: Path, known_path: Path, sha256: str, invoice_id: str
+        self,
+        folder: Folder,
+        path: Path,
+        known_path: Path,
+        sha256: str,
+        invoice_id: str,
+        judged: tuple[int, int],
     ) -> None:
         """Content that already has an invoice_id goes to done/ without another upload."""
-        if known_path == path:  # imported, but the move had not happened (crash, permissions)
-            await self._filing.done(folder, path, sha256, invoice_id, recovered=True)
-        else:
-            await self._filing.done(
-                folder, path, sha256, invoice_id, event="file_duplicate",
-                duplicate_of=str(known_path),
-            )
+        try:
+            if known_path == path:  # imported, but not moved yet (crash, permissions)
+                await self._filing.done(
+                    folder, path, sha256, invoice_id, expect=judged, recovered=True
+                )
+            else:
+                await self._filing.done(
+                    folder, path, sha256, invoice_id, expect=judged, event="file_duplicate",
+                    duplicate_of=str(known_path),
+                )
+        except mover.Changed:
+            self._recheck(path)
+            return
         self._release(path)
 
     def _finished(self, pending: Pending, outcome: str, _detail: str | None) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from . import batcher, inspect
+from . import batcher, inspect, mover
 from .aio import wait_event, wait_first
 from .backoff import auth_pause, next_delay
 from .config import Folder, UploadConfig
@@ -284,17 +284,22 @@ class OrgUploader:
         await self._deliver(batch[half:])
 
     async def _reject(self, pending: Pending, exc: Rejected) -> None:
-        await self._filing.failed(
-            pending.folder,
-            pending.path,
-            sha256=pending.sha256,
-            file_name=pending.file_name,
-            size=pending.size,
-            reason="rejected_by_qonto",
-            detail=exc.detail,
-            http_status=exc.status,
-            qonto_code=exc.code,
-        )
+        try:
+            await self._filing.failed(
+                pending.folder,
+                pending.path,
+                sha256=pending.sha256,
+                file_name=pending.file_name,
+                size=pending.size,
+                reason="rejected_by_qonto",
+                detail=exc.detail,
+                expect=(pending.size, pending.mtime_ns),
+                http_status=exc.status,
+                qonto_code=exc.code,
+            )
+        except mover.Changed:
+            self._finished(pending, CHANGED, None)
+            return
         self._finished(pending, FAILED, exc.detail)
 
     def _leave(self, batch: Sequence[Pending]) -> None:
@@ -333,10 +338,15 @@ class OrgUploader:
             bytes=batcher.request_bytes(batch, self._limits), duration_s=round(elapsed_s, 3),
         )
         for pending in batch:
-            await self._filing.done(
-                pending.folder, pending.path, pending.sha256, by_sha[pending.sha256],
-                batch_id=batch_id,
-            )
+            try:
+                await self._filing.done(
+                    pending.folder, pending.path, pending.sha256, by_sha[pending.sha256],
+                    expect=(pending.size, pending.mtime_ns), batch_id=batch_id,
+                )
+            except mover.Changed:
+                # What was sent is imported; what is there now is another file.
+                self._finished(pending, CHANGED, None)
+                continue
             self._finished(pending, IMPORTED, by_sha[pending.sha256])
 
 

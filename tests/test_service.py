@@ -462,3 +462,24 @@ async def test_sandbox_staging_token(ws, start, _logs):
         cfg = config_mod.from_dict(raw, env={**ENV, "STAGING": "stg-token"}, base_dir=ws.root)
         assert await asyncio.wait_for((await start(cfg, once=True)).task, 30) == 0
         assert names(ws.done) == {"a.pdf"} and len(emulator.invoices) == 1
+
+
+async def test_file_replaced_during_upload_is_not_filed_as_imported(ws, qonto, start):
+    """The ERP re-exports a file while its first version is on the wire: both get imported."""
+    emulator, url = qonto
+    emulator.faults.slow, emulator.faults.slow_s = 1.0, 1.0
+    running = await start(ws.config(url))
+    path = ws.invoice("F.pdf", "FIRST")
+    first = sha256_of(path)
+    await wait_for(lambda: emulator.requests >= 1, what="the first upload to start")
+    emulator.faults.slow = 0.0
+    replacement = facturx_pdf(ws.root / "second.pdf", "SECOND", 999)
+    os.replace(replacement, path)
+    second = sha256_of(path)
+    await wait_for(lambda: second in emulator.invoices_of(LOGIN), what="the new version imported")
+    await wait_for(lambda: not names(ws.inbox), what="the inbox to empty")
+    assert first in emulator.invoices_of(LOGIN)
+    (done,) = [p for p in ws.done.iterdir()]
+    assert sha256_of(done) == second
+    assert (await journal_row(ws, second)).state == "done"
+    assert await running.stop() == 0
