@@ -347,15 +347,21 @@ async def test_forbidden_organization_waits_while_others_go_on(ws, qonto, start,
     assert names(other_inbox) == {"it.pdf"}
 
 
-async def test_interrupted_state_is_reconciled_at_start(ws, qonto, start):
-    """An invoice_id recorded just before a crash: the file goes to done/ without an upload."""
-    emulator, url = qonto
-    path = ws.invoice("crash.pdf")
+async def recorded_before_a_crash(ws: Workspace, name: str) -> tuple[Path, str]:
+    """A file whose invoice_id was committed, as if the daemon died right after."""
+    path = ws.invoice(name)
     sha = sha256_of(path)
     journal = await Journal.open(ws.db)
     await journal.enqueue(LOGIN, sha, path, path.name, path.stat().st_size)
     await journal.record_imported(LOGIN, {sha: "11111111-2222-3333-4444-555555555555"})
     await journal.close()
+    return path, sha
+
+
+async def test_interrupted_state_is_reconciled_at_start(ws, qonto, start):
+    """An invoice_id recorded just before a crash: the file goes to done/ without an upload."""
+    emulator, url = qonto
+    path, sha = await recorded_before_a_crash(ws, "crash.pdf")
     assert await asyncio.wait_for((await start(ws.config(url), once=True)).task, 30) == 0
     assert emulator.requests == 0
     assert names(ws.done) == {"crash.pdf"}
@@ -364,12 +370,7 @@ async def test_interrupted_state_is_reconciled_at_start(ws, qonto, start):
 
 async def test_moved_but_not_marked_is_marked(ws, qonto, start):
     emulator, url = qonto
-    path = ws.invoice("moved.pdf")
-    sha = sha256_of(path)
-    journal = await Journal.open(ws.db)
-    await journal.enqueue(LOGIN, sha, path, path.name, path.stat().st_size)
-    await journal.record_imported(LOGIN, {sha: "id-1"})
-    await journal.close()
+    path, sha = await recorded_before_a_crash(ws, "moved.pdf")
     ws.done.mkdir(parents=True)
     path.rename(ws.done / "moved.pdf")
     assert await asyncio.wait_for((await start(ws.config(url), once=True)).task, 30) == 0
