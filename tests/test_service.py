@@ -230,9 +230,9 @@ async def test_at_most_five_files_per_request(ws, qonto, start):
     assert emulator.requests == 3  # 5 + 5 + 1: the emulator refuses more than 5
 
 
-async def test_folders_of_two_organizations(ws, qonto, start):
-    emulator, url = qonto
-    other_inbox = ws.root / "other"
+def with_other_organization(ws: Workspace, url: str, name: str) -> tuple[dict[str, Any], Path]:
+    """A config whose second inbox belongs to another Qonto organization."""
+    other_inbox = ws.root / name
     other_inbox.mkdir()
     raw = ws.config_dict(url)
     raw["folders"].append({
@@ -240,6 +240,12 @@ async def test_folders_of_two_organizations(ws, qonto, start):
         "failed": str(other_inbox / "failed"), "login": OTHER_LOGIN,
         "secret_key_env": "QONTO_SECRET_KEY_OTHER",
     })
+    return raw, other_inbox
+
+
+async def test_folders_of_two_organizations(ws, qonto, start):
+    emulator, url = qonto
+    raw, other_inbox = with_other_organization(ws, url, "other")
     mine = ws.invoice("mine.pdf", "MINE")
     theirs = ws.invoice("theirs.pdf", "THEIRS", folder=other_inbox)
     shared = facturx_pdf(ws.root / "shared.pdf", "SHARED")
@@ -327,14 +333,7 @@ async def test_unauthorized_pauses_then_resumes(ws, qonto, start, _logs):
 async def test_forbidden_organization_waits_while_others_go_on(ws, qonto, start, _logs):
     emulator, url = qonto
     emulator.faults.forbidden_logins = {OTHER_LOGIN}
-    other_inbox = ws.root / "italy"
-    other_inbox.mkdir()
-    raw = ws.config_dict(url)
-    raw["folders"].append({
-        "inbox": str(other_inbox), "done": str(other_inbox / "done"),
-        "failed": str(other_inbox / "failed"), "login": OTHER_LOGIN,
-        "secret_key_env": "QONTO_SECRET_KEY_OTHER",
-    })
+    raw, other_inbox = with_other_organization(ws, url, "italy")
     running = await start(config_mod.from_dict(raw, env=ENV, base_dir=ws.root))
     ws.invoice("it.pdf", "IT", folder=other_inbox)
     ws.invoice("fr.pdf", "FR")
