@@ -74,6 +74,7 @@ class WatchConfig:
     force_polling: bool = False
     poll_delay_ms: int = 1000
     unstable_warning_s: float = 600.0
+    incomplete_fail_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,9 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
         poll_delay_ms=watch_t.positive("poll_delay_ms", int, WatchConfig.poll_delay_ms),
         unstable_warning_s=watch_t.positive(
             "unstable_warning_seconds", float, WatchConfig.unstable_warning_s
+        ),
+        incomplete_fail_s=watch_t.positive(
+            "incomplete_fail_seconds", float, WatchConfig.incomplete_fail_s
         ),
     )
     watch_t.finish()

@@ -7,6 +7,7 @@ where a status code becomes a decision.
 from __future__ import annotations
 
 import email.utils
+import errno
 import time
 from collections.abc import Mapping
 
@@ -67,6 +68,30 @@ class AuthProblem(QontoError):
 
 class UnsafeFile(Exception):
     """A path that is not a plain regular file (symlink, FIFO, device, directory...)."""
+
+
+class FileChanged(Exception):
+    """The file is no longer the one that was judged (rewritten, replaced, or being written)."""
+
+
+def os_hint(exc: OSError, folder: object) -> str:
+    """What a person can do about a filesystem error met while writing into `folder`."""
+    code = exc.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left" if code == errno.ENOSPC else "the disk quota is exhausted"
+        return f"{what} on the filesystem of {folder}: free some space"
+    if code == errno.ENAMETOOLONG:
+        return f"the file's name is too long for the filesystem of {folder}: rename the file"
+    if code == errno.EROFS:
+        return f"{folder} is on a read-only filesystem: remount it read-write"
+    if code in (errno.EACCES, errno.EPERM):
+        return (
+            f"the daemon's user may not write in {folder} or remove the file from its inbox: "
+            "fix the permissions"
+        )
+    if code == errno.EIO:
+        return f"input/output error on {folder}: check the disk or the network share"
+    return f"check {folder} and its filesystem"
 
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -14,6 +14,8 @@ import structlog
 
 from . import mover
 from .config import Folder
+from .errors import FileChanged, os_hint
+from .identity import Identity
 from .journal import Journal
 
 log = structlog.get_logger()
@@ -23,6 +25,9 @@ _CHANGED = "rewritten since it was checked; it settles and is checked again"
 class Filing:
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
+        # The last move error logged per file: a move retried at every scan
+        # says so once, not every minute.
+        self._move_errors: dict[Path, str] = {}
 
     async def done(
         self,
@@ -31,44 +36,56 @@ class Filing:
         sha256: str,
         invoice_id: str,
         *,
-        expect: mover.Expect,
+        expect: Identity,
         event: str = "file_imported",
+        recovered: bool = False,
         **fields: object,
     ) -> Path | None:
         """Move an imported file into done/ (its invoice_id is already committed).
 
-        Returns where it went, or None when it was not moved: it vanished, it
-        was rewritten since it was judged (then `changed` says so and it must be
-        looked at again), or the move failed (the next scan tries again,
-        without uploading).
+        Returns where it went, or None when it was not moved: it vanished, or
+        the move failed (the next scan tries again, without uploading). Raises
+        FileChanged when it was rewritten since it was judged: it must be looked
+        at again. With `recovered` (the journal already knew this file), a copy
+        that a kill left complete in done/ is recognised instead of made twice.
         """
         org = folder.org.key
         try:
-            dest = await asyncio.to_thread(mover.move_into, path, folder.done, expect)
-        except mover.Changed:
+            dest = await asyncio.to_thread(
+                self._move_done, path, folder.done, sha256, expect, recovered
+            )
+        except FileChanged:
             log.info("file_changed", path=path, sha256=sha256, org=org, detail=_CHANGED)
             raise
         except FileNotFoundError:
             log.warning("file_vanished", path=path, sha256=sha256, org=org, invoice_id=invoice_id)
             return None
         except OSError as exc:
-            log.error(
-                "file_move_failed",
-                path=path,
-                folder=folder.done,
-                sha256=sha256,
-                org=org,
-                invoice_id=invoice_id,
-                error=f"{exc.strerror or exc}",
-                hint="the invoice is imported; fix the permissions of done/ "
-                "and the file will be moved at the next scan",
+            self._move_failed(
+                exc, path, folder.done, sha256=sha256, org=org, invoice_id=invoice_id,
+                detail="the invoice is imported; the file is moved at the next scan, "
+                "without another upload",
             )
             return None
+        self._move_errors.pop(path, None)
         await self._journal.mark_done(org, sha256, dest)
+        if recovered:
+            fields["recovered"] = True
         log.info(
             event, path=path, dest=dest, sha256=sha256, org=org, invoice_id=invoice_id, **fields
         )
         return dest
+
+    @staticmethod
+    def _move_done(
+        path: Path, done: Path, sha256: str, expect: Identity, recovered: bool
+    ) -> Path:
+        if recovered:
+            found = mover.find_copy(done, path.name, sha256, expect.size)
+            if found is not None:
+                _drop_original(path, expect)
+                return found
+        return mover.move_into(path, done, expect)
 
     async def failed(
         self,
@@ -80,10 +97,15 @@ class Filing:
         size: int,
         reason: str,
         detail: str,
-        expect: mover.Expect,
+        expect: Identity,
+        recovered: bool = False,
         **extra: object,
     ) -> Path | None:
-        """Record a rejection, then move the file into failed/ with its sidecar."""
+        """Record a rejection, then move the file into failed/ with its sidecar.
+
+        When the move fails the rejection stays recorded against the file in
+        its inbox: it is not sent again, and the move is retried at the next scan.
+        """
         org = folder.org.key
         await self._journal.mark_failed(org, sha256, path, file_name, size, f"{reason}: {detail}")
         report: dict[str, object] = {
@@ -98,29 +120,61 @@ class Filing:
             **extra,
         }
         try:
-            dest = await asyncio.to_thread(mover.fail_into, path, folder.failed, report, expect)
-        except mover.Changed:
+            dest = await asyncio.to_thread(
+                self._move_failed_file, path, folder.failed, report, sha256, expect, recovered
+            )
+        except FileChanged:
             log.info("file_changed", path=path, sha256=sha256, org=org, detail=_CHANGED)
             raise
         except FileNotFoundError:
             log.warning("file_vanished", path=path, sha256=sha256, org=org)
             return None
         except OSError as exc:
-            log.error(
-                "file_move_failed",
-                path=path,
-                folder=folder.failed,
-                sha256=sha256,
-                org=org,
-                error=f"{exc.strerror or exc}",
-                reason=reason,
-                detail=detail,
-                hint="fix the permissions of failed/; the file is checked again at the next scan",
+            self._move_failed(
+                exc, path, folder.failed, sha256=sha256, org=org, reason=reason,
+                detail=f"{detail} (the file is not sent again; it is moved at the next scan)",
             )
             return None
+        self._move_errors.pop(path, None)
         await self._journal.mark_failed(org, sha256, dest, file_name, size, f"{reason}: {detail}")
         log.warning(
             "file_failed", path=path, dest=dest, sha256=sha256, org=org, reason=reason,
             detail=detail, **extra,
         )
         return dest
+
+    @staticmethod
+    def _move_failed_file(
+        path: Path,
+        failed: Path,
+        report: dict[str, object],
+        sha256: str,
+        expect: Identity,
+        recovered: bool,
+    ) -> Path:
+        if recovered:
+            found = mover.find_copy(failed, path.name, sha256, expect.size)
+            if found is not None and found.with_name(found.name + mover.SIDECAR_SUFFIX).exists():
+                _drop_original(path, expect)
+                return found
+        return mover.fail_into(path, failed, report, expect)
+
+    def _move_failed(
+        self, exc: OSError, path: Path, folder: Path, *, detail: str, **fields: object
+    ) -> None:
+        error = exc.strerror or str(exc)
+        first = self._move_errors.get(path) != error
+        self._move_errors[path] = error
+        (log.error if first else log.debug)(
+            "file_move_failed", path=path, folder=folder, error=error,
+            hint=os_hint(exc, folder), detail=detail, **fields,
+        )
+
+    def forget(self, path: Path) -> None:
+        self._move_errors.pop(path, None)
+
+
+def _drop_original(path: Path, expect: Identity) -> None:
+    """Remove the inbox copy of a file a kill left complete in done/ or failed/."""
+    mover.check(path, expect)
+    path.unlink(missing_ok=True)

@@ -14,7 +14,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UnsafeFile
+from .errors import FileChanged, UnsafeFile
+from .identity import Identity
 
 PDF, JPEG, PNG = "pdf", "jpeg", "png"
 _HEAD_BYTES = 1024
@@ -45,25 +46,35 @@ class Content:
 
     data: bytes
     sha256: str
-    size: int
-    mtime_ns: int
+    identity: Identity
+
+    @property
+    def size(self) -> int:
+        return self.identity.size
 
 
 @dataclass(frozen=True)
 class Inspection:
     sha256: str
-    size: int
-    mtime_ns: int
+    identity: Identity
     kind: str | None
     facturx: str | None  # e.g. "factur-x/en16931" when the PDF carries invoice XML
     problem: Problem | None
+    # False when the content stops short of its format's end marker: the
+    # writer has not finished (or gave up half-way). Such a file is never sent.
+    complete: bool = True
+
+    @property
+    def size(self) -> int:
+        return self.identity.size
 
 
 def read_regular(path: Path, limit_bytes: int) -> Content:
     """Read a regular file without following links or blocking on FIFOs.
 
-    A file over `limit_bytes` is hashed whole but not kept in memory. Raises UnsafeFile for anything
-    that is not a regular file, OSError when it cannot be read.
+    A file over `limit_bytes` is hashed whole but not kept in memory. Raises
+    UnsafeFile for anything that is not a regular file, FileChanged when it
+    was written to while being read, OSError when it cannot be read.
     """
     st = os.lstat(path)
     if not stat.S_ISREG(st.st_mode):
@@ -78,6 +89,7 @@ def read_regular(path: Path, limit_bytes: int) -> Content:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # swapped between lstat and open
             raise UnsafeFile(f"{describe_mode(st.st_mode)}, not a regular file")
+        before = Identity.of(st)
         digest = hashlib.sha256()
         buf = io.BytesIO()
         size = 0
@@ -91,9 +103,11 @@ def read_regular(path: Path, limit_bytes: int) -> Content:
                 buf.truncate(_HEAD_BYTES)
             elif buf.tell() < _HEAD_BYTES:
                 buf.write(chunk[: _HEAD_BYTES - buf.tell()])
-        return Content(
-            data=buf.getvalue(), sha256=digest.hexdigest(), size=size, mtime_ns=st.st_mtime_ns
-        )
+        after = Identity.of(os.fstat(fd))
+        if after != before or size != after.size:
+            # Written to while we read: the hash covers no version of the file.
+            raise FileChanged(str(path))
+        return Content(data=buf.getvalue(), sha256=digest.hexdigest(), identity=after)
 
 
 def describe_mode(mode: int) -> str:
@@ -120,6 +134,63 @@ def sniff(data: bytes) -> str | None:
     if b"%PDF-" in data[:1024]:
         return PDF
     return None
+
+
+def is_complete(data: bytes, kind: str) -> bool:
+    """Whether the content ends the way a finished file of its kind ends.
+
+    A PDF ends with `%%EOF` (incremental updates append another one, so the
+    last 1,024 bytes are searched, as PDF readers do); a PNG with its IEND
+    chunk; a JPEG with the end-of-image marker that closes its last scan.
+    """
+    if kind == PDF:
+        return b"%%EOF" in data[-_HEAD_BYTES:]
+    if kind == PNG:
+        return _PNG_IEND in data[-_HEAD_BYTES:]
+    if kind == JPEG:
+        return _jpeg_complete(data)
+    return True
+
+
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: empty, with its CRC
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """Walk the JPEG's segments to the end-of-image marker (FFD9).
+
+    Segments are skipped by their length, so an EXIF thumbnail's own FFD9 near
+    the start of the file is never taken for the end of the image. Inside
+    entropy-coded data a 0xFF byte is always followed by 0x00 or a restart
+    marker, so the next other marker is found by scanning.
+    """
+    pos, end = 2, len(data)  # after SOI
+    while pos + 1 < end:
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return True
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if pos + 4 > end:
+            return False
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+            while True:
+                pos = data.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= end:
+                    return False
+                following = data[pos + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7:
+                    pos += 2
+                    continue
+                break
+    return False
 
 
 def facturx_profile(data: bytes) -> str | None:
@@ -180,12 +251,25 @@ def examine(content: Content, name: str, max_file_bytes: int, max_upload_bytes: 
             f"the name ends in {ext} but the content is {kind.upper()}: "
             "rename it with the right extension and drop it again",
         )
-    facturx = facturx_profile(content.data) if problem is None and kind == PDF else None
+    complete = problem is not None or kind is None or is_complete(content.data, kind)
+    facturx = (
+        facturx_profile(content.data) if problem is None and complete and kind == PDF else None
+    )
     return Inspection(
         sha256=content.sha256,
-        size=content.size,
-        mtime_ns=content.mtime_ns,
+        identity=content.identity,
         kind=kind,
         facturx=facturx,
         problem=problem,
+        complete=complete,
+    )
+
+
+def truncated(kind: str, waited_s: float) -> Problem:
+    """The verdict on a file that stayed incomplete and unchanged for `waited_s`."""
+    end = {PDF: "%%EOF", PNG: "IEND chunk", JPEG: "end-of-image marker"}[kind]
+    return Problem(
+        "truncated",
+        f"the {kind.upper()} stops before its end ({end} missing) and has not changed for "
+        f"{waited_s:.0f} s: the writer stopped half-way; export the file again",
     )

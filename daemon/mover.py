@@ -1,4 +1,12 @@
-"""Moving files into done/ and failed/: never overwrite, survive power loss.
+"""Moving files into done/ and failed/: never overwrite, survive power loss and kills.
+
+Other processes may write the same folders (a second daemon, a person), so a
+destination name is claimed atomically, never chosen first and taken later:
+`link()` fails with EEXIST where `rename()` would silently replace. Across
+filesystems (or where a share refuses hard links) the file is copied under a
+hidden temporary name, fsynced, and the final name is claimed the same way.
+The original is removed last, and only if it is still the file that was
+judged; if someone else removed it first, the copy is the one left.
 
 All of it blocks: call it in a thread.
 """
@@ -7,26 +15,29 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import itertools
 import json
 import os
-import shutil
+import re
 import stat
-import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from .errors import FileChanged
+from .identity import Identity
+
 SIDECAR_SUFFIX = ".error.json"
-# Choosing a free name and taking it must be one step: several threads (two
-# uploaders, the intake) may file into one folder. Only this daemon writes there.
-_claim = threading.Lock()
-
-
-class Changed(Exception):
-    """The file is no longer the one that was judged (rewritten or replaced)."""
-
-
-Expect = tuple[int, int] | None  # (size, mtime_ns) the file must still have
-_TMP_PREFIX = ".qonto-invoice-daemon-"  # hidden: watchers of that folder skip it
+# Hidden (watchers of the folder skip it) and short (any name fits beside it).
+_TMP_PREFIX = ".qonto-invoice-daemon."
+_TMP_NAME = re.compile(r"\.qonto-invoice-daemon[.-](\d+)[.-]")  # [.-]: also the old form
+_tmp_counter = itertools.count()
+# A share that refuses hard links says so with one of these; then we copy.
+_NO_LINKS = frozenset(
+    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}
+)
+_NAME_MAX = 255
+_MAX_EXT_BYTES = 16  # a longer "extension" is part of the name, not a type
 
 
 def fsync_dir(path: Path) -> None:
@@ -41,110 +52,306 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def free_name(directory: Path, name: str, *, sidecar: bool = False) -> Path:
-    """`name` in `directory`, or `stem-1.ext`, `stem-2.ext`... whichever is free.
+def name_max(directory: Path) -> int:
+    """The longest name, in bytes, that the folder's filesystem accepts."""
+    try:
+        return min(_NAME_MAX, os.pathconf(directory, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return _NAME_MAX
 
-    With `sidecar`, the name's `.error.json` companion must be free as well.
+
+def candidates(name: str, *, reserve_bytes: int = 0, limit: int = _NAME_MAX) -> Iterator[str]:
+    """`name`, then `stem-1.ext`, `stem-2.ext`... each shortened to fit.
+
+    A name must fit in `limit` bytes with `reserve_bytes` to spare (for a
+    sidecar's suffix). Shortening cuts the end of the stem, never the
+    extension, and never inside a UTF-8 character; uniqueness comes from
+    claiming each candidate atomically, not from the name itself.
     """
-    stem, ext = os.path.splitext(name)
-    candidate = name
-    n = 0
-    while os.path.lexists(directory / candidate) or (
-        sidecar and os.path.lexists(directory / (candidate + SIDECAR_SUFFIX))
-    ):
-        n += 1
-        candidate = f"{stem}-{n}{ext}"
-    return directory / candidate
+    raw = os.fsencode(name)
+    stem, ext = os.path.splitext(raw)
+    if len(ext) > _MAX_EXT_BYTES:
+        stem, ext = raw, b""
+    for n in itertools.count():
+        suffix = b"-%d" % n if n else b""
+        room = limit - reserve_bytes - len(ext) - len(suffix)
+        yield os.fsdecode(_cut(stem, room) + suffix + ext)
 
 
-def move_into(src: Path, directory: Path, expect: Expect = None) -> Path:
+def _cut(raw: bytes, room: int) -> bytes:
+    if len(raw) <= room:
+        return raw
+    cut = raw[: max(room, 1)]
+    # Step back over a UTF-8 character split in two (continuation bytes, then its lead).
+    end = len(cut)
+    while end > 1 and (cut[end - 1] & 0xC0) == 0x80:
+        end -= 1
+    if end < len(cut) and cut[end - 1] >= 0xC0:
+        end -= 1
+    return cut[:end] if end > 0 else cut
+
+
+def check(src: Path, expect: Identity | None) -> Identity:
+    """The file's identity, or FileChanged if it is not the regular file judged."""
+    st = os.lstat(src)
+    found = Identity.of(st)
+    if not stat.S_ISREG(st.st_mode) or (expect is not None and found != expect):
+        raise FileChanged(str(src))
+    return found
+
+
+class _Placement:
+    """One file on its way into one folder: link it there, or copy it once."""
+
+    def __init__(self, src: Path, directory: Path, expect: Identity | None) -> None:
+        self.src = src
+        self.directory = directory
+        self.judged = check(src, expect)
+        self._link = True
+        self._tmp: Path | None = None
+        self.copied = False
+
+    def place(self, dest: Path) -> None:
+        """Make `dest` hold the file; FileExistsError if the name is taken."""
+        if self._link:
+            try:
+                os.link(self.src, dest, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in _NO_LINKS:
+                    raise
+                self._link = False
+            else:
+                linked = Identity.lstat(dest)
+                if (linked.dev, linked.ino) != (self.judged.dev, self.judged.ino):
+                    _unlink_quietly(dest)  # replaced just before the link
+                    raise FileChanged(str(self.src))
+                return
+        if self._tmp is None:
+            self._tmp = self._copy()
+        _claim(self._tmp, dest)
+        self.copied = True
+
+    def _copy(self) -> Path:
+        """Copy the original under a hidden name, fsynced, checking it did not change."""
+        tmp = self.directory / f"{_TMP_PREFIX}{os.getpid()}.{next(_tmp_counter)}.tmp"
+        fin = os.open(self.src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fin)
+            if Identity.of(st) != self.judged:
+                raise FileChanged(str(self.src))
+            fout = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                while chunk := os.read(fin, 1 << 20):
+                    os.write(fout, chunk)
+                os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
+                os.chmod(fout, stat.S_IMODE(st.st_mode))
+                os.fsync(fout)
+            finally:
+                os.close(fout)
+            if Identity.of(os.fstat(fin)) != self.judged:
+                raise FileChanged(str(self.src))
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        finally:
+            os.close(fin)
+        return tmp
+
+    def finish(self, dest: Path) -> None:
+        """Remove the original (it is now at `dest`) and the temporary copy."""
+        self.abandon()
+        fsync_dir(dest.parent)
+        try:
+            now = Identity.lstat(self.src)
+        except FileNotFoundError:
+            return  # someone else moved or deleted it: the copy at dest is the one left
+        same = (now.dev, now.ino) == (self.judged.dev, self.judged.ino)
+        if not same:
+            return  # a new file took the name meanwhile: it is not ours to remove
+        try:
+            os.unlink(self.src)
+        except FileNotFoundError:
+            return
+        except OSError:
+            # The original cannot go (a read-only inbox), so our copy must: one file, one place.
+            _unlink_quietly(dest)
+            raise
+        fsync_dir(self.src.parent)
+
+    def abandon(self) -> None:
+        if self._tmp is not None:
+            _unlink_quietly(self._tmp)
+            self._tmp = None
+
+
+def _claim(tmp: Path, dest: Path) -> None:
+    """Give the complete file `tmp` the name `dest`, unless that name exists."""
+    try:
+        os.link(tmp, dest)
+        return
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+    # No hard links here: take the name with an exclusive create, then rename
+    # our copy over our own placeholder.
+    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    os.rename(tmp, dest)
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def move_into(src: Path, directory: Path, expect: Identity | None = None) -> Path:
     """Move `src` into `directory` under a free name and return where it went.
 
-    A rename when both are on one filesystem; otherwise a copy that is
-    fsynced before the original is removed. With `expect`, raises Changed
-    instead if the file's size or mtime is no longer the one judged.
+    Raises FileChanged if the file is no longer the one judged (`expect`).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    with _claim:
-        _check(src, expect)
-        dest = free_name(directory, src.name)
-        _move(src, dest)
-    _sync(src, dest)
-    return dest
-
-
-def _check(src: Path, expect: Expect) -> None:
-    st = os.lstat(src)
-    if not stat.S_ISREG(st.st_mode) or (
-        expect is not None and (st.st_size, st.st_mtime_ns) != expect
-    ):
-        raise Changed(str(src))
+    placement = _Placement(src, directory, expect)
+    try:
+        for name in candidates(src.name, limit=name_max(directory)):
+            dest = directory / name
+            try:
+                placement.place(dest)
+            except FileExistsError:
+                continue
+            placement.finish(dest)
+            return dest
+    finally:
+        placement.abandon()
+    raise AssertionError("unreachable: candidates never end")
 
 
 def fail_into(
-    src: Path, directory: Path, report: Mapping[str, object], expect: Expect = None
+    src: Path, directory: Path, report: Mapping[str, object], expect: Identity | None = None
 ) -> Path:
     """Move `src` into `directory` with `<its name>.error.json` beside it.
 
-    The sidecar is written first: if the machine stops in between, the file is
+    The sidecar is claimed first: if the machine stops in between, the file is
     still in the inbox and will be handled again, never a failed file without
-    its reason.
+    its reason. A sidecar left that way (it names the same content and has no
+    file beside it) is taken over instead of piling up another one. If the
+    file cannot be moved, its sidecar is removed again.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    with _claim:
-        _check(src, expect)
-        dest = free_name(directory, src.name, sidecar=True)
-        write_json_atomic(dest.with_name(dest.name + SIDECAR_SUFFIX), report)
-        _move(src, dest)
-    _sync(src, dest)
-    return dest
+    placement = _Placement(src, directory, expect)
+    sidecar_tmp = directory / f"{_TMP_PREFIX}{os.getpid()}.{next(_tmp_counter)}.tmp"
+    try:
+        body = json.dumps(report, ensure_ascii=False, indent=2) + "\n"
+        _write_synced(sidecar_tmp, body)
+        limit = name_max(directory)
+        for name in candidates(src.name, reserve_bytes=len(SIDECAR_SUFFIX), limit=limit):
+            dest = directory / name
+            sidecar = directory / (name + SIDECAR_SUFFIX)
+            if os.path.lexists(dest):
+                continue
+            try:
+                _claim(sidecar_tmp, sidecar)
+            except FileExistsError:
+                if os.path.lexists(dest) or not _orphan_of(sidecar, report.get("sha256")):
+                    continue
+                os.replace(sidecar_tmp, sidecar)  # our own orphan: take it over
+            try:
+                placement.place(dest)
+            except FileExistsError:
+                _unlink_quietly(sidecar)
+                _write_synced(sidecar_tmp, body)
+                continue
+            except BaseException:
+                _unlink_quietly(sidecar)
+                raise
+            try:
+                placement.finish(dest)
+            except BaseException:
+                _unlink_quietly(sidecar)
+                raise
+            return dest
+    finally:
+        placement.abandon()
+        _unlink_quietly(sidecar_tmp)
+    raise AssertionError("unreachable: candidates never end")
 
 
-def write_json_atomic(path: Path, data: Mapping[str, object]) -> None:
-    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{path.name}")
-    body = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
-        fh.write(body)
+def _orphan_of(sidecar: Path, sha256: object) -> bool:
+    """Whether `sidecar` is a report about this same content (left by a crash)."""
+    try:
+        with open(sidecar, encoding="utf-8") as fh:
+            found = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and sha256 is not None and found.get("sha256") == sha256
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    with open(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
-def _move(src: Path, dest: Path) -> None:
+def clean_temporaries(directory: Path) -> int:
+    """Remove the temporary copies a killed daemon left in `directory`.
+
+    Only our own hidden names are touched, and only those whose process is
+    gone (another daemon sharing the folder may be copying right now).
+    """
+    removed = 0
     try:
-        os.rename(src, dest)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        _copy_across(src, dest)
-
-
-def _sync(src: Path, dest: Path) -> None:
-    fsync_dir(dest.parent)
-    if src.parent != dest.parent:
-        fsync_dir(src.parent)
-
-
-def _copy_across(src: Path, dest: Path) -> None:
-    """Another filesystem: copy under a hidden name, fsync, rename, then delete."""
-    tmp = dest.with_name(f"{_TMP_PREFIX}{os.getpid()}-{dest.name}")
-    try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            fout.flush()
-            os.fsync(fout.fileno())
-        shutil.copystat(src, tmp)
-        os.rename(tmp, dest)
-    except BaseException:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        match = _TMP_NAME.match(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        pid = int(match.group(1))
+        if pid != os.getpid() and _alive(pid):
+            continue
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(dest.parent)
-    try:
-        os.unlink(src)
-    except OSError:
-        # The original stays, so the copy must go: one file, one place.
-        os.unlink(dest)
-        raise
+            os.unlink(entry.path)
+            removed += 1
+    return removed
 
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_copy(directory: Path, name: str, sha256: str, size: int) -> Path | None:
+    """A file in `directory` with this content under `name` or a name made from it.
+
+    Recognises a move that a kill interrupted after the copy got its name.
+    Only files of the same size whose name starts like `name` are hashed.
+    """
+    stem = os.path.splitext(os.fsencode(name))[0][:64]
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return None
+    for entry in entries:
+        if not os.fsencode(entry.name).startswith(stem) or entry.name.endswith(SIDECAR_SUFFIX):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                continue
+            digest = hashlib.sha256()
+            with open(entry.path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            continue
+        if digest.hexdigest() == sha256:
+            return Path(entry.path)
+    return None

@@ -25,11 +25,12 @@ from . import __version__, inspect, mover, qonto, watcher
 from .aio import wait_event, wait_first
 from .batcher import Limits
 from .config import Config, Folder
-from .errors import UnsafeFile
+from .errors import FileChanged, UnsafeFile
 from .filing import Filing
-from .journal import DONE, IMPORTED, QUEUED, SENDING, Journal
+from .identity import Identity
+from .journal import DONE, FAILED, IMPORTED, QUEUED, SENDING, Journal
 from .qonto import QontoClient
-from .settle import Settler
+from .settle import Settler, Unfinished
 from .uploader import CHANGED, LEFT, OrgUploader, Pending
 from .uploader import FAILED as UPLOAD_FAILED
 from .uploader import IMPORTED as UPLOAD_IMPORTED
@@ -48,6 +49,9 @@ class Service:
         self._rescan_now = asyncio.Event()
         self._settle_wake = asyncio.Event()
         self._settler = Settler(config.watch.settle_s, config.watch.unstable_warning_s)
+        self._unfinished = Unfinished(
+            config.watch.incomplete_fail_s, recheck_s=max(config.watch.settle_s, 1.0)
+        )
         self._intake: asyncio.Queue[watcher.Seen] = asyncio.Queue()
         self._active: set[Path] = set()  # settling, being inspected, waiting or sending
         # Files whose content is already on its way from another file (key): they wait.
@@ -198,7 +202,7 @@ class Service:
             if folder is None or await asyncio.to_thread(os.path.lexists, record.path):
                 continue  # still in its inbox: the scan finds it and moves it without uploading
             found = await asyncio.to_thread(
-                _find_moved, folder.done, record.path.name, record.sha256
+                mover.find_copy, folder.done, record.path.name, record.sha256, record.size
             )
             if found is not None:
                 await journal.mark_done(record.org, record.sha256, found)
@@ -319,10 +323,16 @@ class Service:
         folder = self._folders[path.parent]
         org = folder.org.key
         limit = self.config.upload.max_file_bytes
+        if self._unfinished.unchanged(seen, time.monotonic()):
+            self._look_again(seen)  # still incomplete, still the same: nothing to read
+            return
         try:
             content = await asyncio.to_thread(inspect.read_regular, path, limit)
         except FileNotFoundError:
             self._release(path)
+            return
+        except FileChanged:
+            self._recheck(path)
             return
         except UnsafeFile as exc:
             self._release(path)
@@ -335,33 +345,40 @@ class Service:
                 hint="check the file's permissions; it is tried again at the next scan",
             )
             return
-        if (content.size, content.mtime_ns) != (seen.size, seen.mtime_ns):
-            self._active.discard(path)  # written to again: settle afresh
-            self._consider(watcher.Seen(path, content.size, content.mtime_ns), time.monotonic())
+        if content.identity != seen.identity:
+            self._recheck(path)  # written to again: settle afresh
             return
         self._warned.pop(path, None)
         name = qonto.upload_name(path.name)
         found = await asyncio.to_thread(
             inspect.examine, content, path.name, limit, self._fits_request(name)
         )
-        judged = (found.size, found.mtime_ns)
-        if found.problem is not None:
-            try:
-                await self._filing.failed(
-                    folder, path, sha256=found.sha256, file_name=name, size=found.size,
-                    reason=found.problem.reason, detail=found.problem.detail, expect=judged,
-                )
-            except mover.Changed:
-                self._recheck(path)
-                return
-            self._release(path, failed=True)
-            return
+        judged = found.identity
         record = await self._journal.get(org, found.sha256)
-        if record is not None and record.invoice_id and record.state in (IMPORTED, DONE):
-            await self._file_known(
-                folder, path, record.path, found.sha256, record.invoice_id, judged
-            )
+        # The journal already holds this very file (a kill, or a folder that refused the move).
+        here = record is not None and record.path == path
+        try:
+            if found.problem is not None:
+                await self._fail(folder, path, found, name, found.problem, recovered=here)
+                return
+            if record is not None and record.invoice_id and record.state in (IMPORTED, DONE):
+                await self._file_known(
+                    folder, path, record.path, found.sha256, record.invoice_id, judged
+                )
+                return
+            if record is not None and record.state == FAILED and here:
+                # Rejected before, and failed/ refused it: move it, never send it again.
+                reason, _, detail = (record.last_error or "rejected: ").partition(": ")
+                problem = inspect.Problem(reason, detail)
+                await self._fail(folder, path, found, name, problem, recovered=True)
+                return
+            if not found.complete:
+                await self._incomplete(folder, path, found, name)
+                return
+        except FileChanged:
+            self._recheck(path)
             return
+        self._unfinished.forget(path)
         if (
             record is not None
             and record.state in (QUEUED, SENDING)
@@ -381,8 +398,7 @@ class Service:
             sha256=found.sha256,
             file_name=name,
             name_key=qonto.name_key(name),
-            size=found.size,
-            mtime_ns=found.mtime_ns,
+            identity=judged,
             content_type=content_type,
             wire_bytes=found.size + qonto.part_overhead(name, content_type),
         )
@@ -391,6 +407,50 @@ class Service:
             type=found.kind, facturx=found.facturx,
         )
         self._uploaders[org].add(pending)
+
+    async def _fail(
+        self,
+        folder: Folder,
+        path: Path,
+        found: inspect.Inspection,
+        name: str,
+        problem: inspect.Problem,
+        *,
+        recovered: bool,
+    ) -> None:
+        await self._filing.failed(
+            folder, path, sha256=found.sha256, file_name=name, size=found.size,
+            reason=problem.reason, detail=problem.detail, expect=found.identity,
+            recovered=recovered,
+        )
+        self._release(path, failed=True)
+
+    async def _incomplete(
+        self, folder: Folder, path: Path, found: inspect.Inspection, name: str
+    ) -> None:
+        """A file that held still but is not whole: wait for its writer, then give up."""
+        assert found.kind is not None
+        now = time.monotonic()
+        first, waited_s = self._unfinished.note(path, found.identity, now)
+        if first:
+            log.info(
+                "file_incomplete", path=path, sha256=found.sha256, org=folder.org.key,
+                type=found.kind, size=found.size,
+                hint="the file does not end like a complete "
+                f"{found.kind.upper()}: it waits for its writer to finish (at most "
+                f"{self._unfinished.fail_s:g} s unchanged, then it goes to failed/ as truncated)",
+            )
+        if self.once:
+            self._release(path, left=True)
+        elif waited_s >= self._unfinished.fail_s:
+            problem = inspect.truncated(found.kind, waited_s)
+            await self._fail(folder, path, found, name, problem, recovered=False)
+        else:
+            self._look_again(watcher.Seen(path, found.identity))
+
+    def _look_again(self, seen: watcher.Seen) -> None:
+        self._settler.hold(seen, self._unfinished.next_look(seen.path, time.monotonic()))
+        self._settle_wake.set()
 
     def _fits_request(self, name: str) -> int:
         """The largest file that fits in one request under this name."""
@@ -404,23 +464,19 @@ class Service:
         known_path: Path,
         sha256: str,
         invoice_id: str,
-        judged: tuple[int, int],
+        judged: Identity,
     ) -> None:
         """Content that already has an invoice_id goes to done/ without another upload."""
-        try:
-            if known_path == path:  # imported, but not moved yet (crash, permissions)
-                await self._filing.done(
-                    folder, path, sha256, invoice_id, expect=judged, recovered=True
-                )
-            else:
-                await self._filing.done(
-                    folder, path, sha256, invoice_id, expect=judged, event="file_duplicate",
-                    duplicate_of=str(known_path),
-                )
-        except mover.Changed:
-            self._recheck(path)
-            return
-        self._release(path)
+        if known_path == path:  # imported, but not moved yet (crash, permissions)
+            dest = await self._filing.done(
+                folder, path, sha256, invoice_id, expect=judged, recovered=True
+            )
+        else:
+            dest = await self._filing.done(
+                folder, path, sha256, invoice_id, expect=judged, event="file_duplicate",
+                duplicate_of=str(known_path),
+            )
+        self._release(path, left=dest is None)
 
     def _finished(self, pending: Pending, outcome: str, _detail: str | None) -> None:
         """Called by an uploader when a file leaves its hands."""
@@ -442,6 +498,8 @@ class Service:
     def _release(self, path: Path, *, failed: bool = False, left: bool = False) -> None:
         """A file leaves the daemon's hands: filed, dropped, or left for the next run."""
         self._active.discard(path)
+        self._unfinished.forget(path)
+        self._filing.forget(path)
         self.failed_files += failed
         self.left_files += left
         self._release_twins(path, left=left)
@@ -458,24 +516,3 @@ class Service:
         if self._warned.get(path) != detail:
             self._warned[path] = detail
             log.warning(event, path=path, detail=detail, **fields)
-
-
-def _find_moved(done_dir: Path, name: str, sha256: str) -> Path | None:
-    """The file in done/ with this content, under its name or a suffixed one."""
-    stem, ext = os.path.splitext(name)
-    try:
-        names = [
-            n for n in os.listdir(done_dir)
-            if n == name or (n.startswith(stem + "-") and n.endswith(ext))
-        ]
-    except OSError:
-        return None
-    for candidate in names:
-        try:
-            content = inspect.read_regular(done_dir / candidate, 1 << 62)
-        except (OSError, UnsafeFile):
-            continue
-        if content.sha256 == sha256:
-            return done_dir / candidate
-    return None
-

@@ -1,8 +1,8 @@
 """Deciding when a file is completely written. Pure: the caller stats and gives the time.
 
-A file is settled once its size and mtime have not changed, and no watcher
-event has named it, for `settle_s` on the daemon's own monotonic clock (a
-copied file keeps an old mtime, so the mtime's age proves nothing).
+A file is settled once its identity (device, inode, size, mtime, ctime) has
+not changed, and no watcher event has named it, for `settle_s` on the daemon's
+own monotonic clock (a copied file keeps an old mtime, so its age proves nothing).
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .identity import Identity
 from .watcher import Seen
 
 
 @dataclass
 class _Track:
-    size: int
-    mtime_ns: int
+    identity: Identity | None  # None until the first stat
     still_since: float
     first_seen: float
     warned: bool = False
@@ -41,13 +41,17 @@ class Settler:
         """A fresh stat of the file (from a scan or the settle loop)."""
         track = self._tracks.get(seen.path)
         if track is None:
-            self._tracks[seen.path] = _Track(seen.size, seen.mtime_ns, now, now)
-        elif (track.size, track.mtime_ns) != (seen.size, seen.mtime_ns):
-            track.size, track.mtime_ns, track.still_since = seen.size, seen.mtime_ns, now
+            self._tracks[seen.path] = _Track(seen.identity, now, now)
+        elif track.identity != seen.identity:
+            track.identity, track.still_since = seen.identity, now
+
+    def hold(self, seen: Seen, until: float) -> None:
+        """Follow a file that may not settle before `until` even if it does not change."""
+        self._tracks[seen.path] = _Track(seen.identity, until - self._settle_s, until)
 
     def track(self, path: Path, now: float) -> None:
         """Follow a file whose stat is not known yet; it settles after two still stats."""
-        self._tracks.setdefault(path, _Track(-1, -1, now, now))
+        self._tracks.setdefault(path, _Track(None, now, now))
 
     def touched(self, path: Path, now: float) -> None:
         """A watcher event named the file: whatever its stat says, it is not still."""
@@ -61,9 +65,9 @@ class Settler:
     def settled(self, now: float) -> list[Seen]:
         """Files still for long enough; they are handed out once and forgotten."""
         ready = [
-            Seen(path, t.size, t.mtime_ns)
+            Seen(path, t.identity)
             for path, t in self._tracks.items()
-            if now - t.still_since >= self._settle_s
+            if t.identity is not None and now - t.still_since >= self._settle_s
         ]
         for seen in ready:
             del self._tracks[seen.path]
@@ -84,3 +88,46 @@ class Settler:
             return None
         soonest = min(t.still_since for t in self._tracks.values()) + self._settle_s
         return max(0.0, soonest - now)
+
+
+@dataclass
+class _Short:
+    identity: Identity
+    since: float
+
+
+class Unfinished:
+    """Files that held still but stop short of their format's end: writers that paused.
+
+    Such a file waits and is looked at again (a stat, not a read, while it
+    does not change); once it has stayed the same for `fail_s` it is judged
+    truncated.
+    """
+
+    def __init__(self, fail_s: float, recheck_s: float) -> None:
+        self.fail_s = fail_s
+        self.recheck_s = recheck_s
+        self._files: dict[Path, _Short] = {}
+
+    def unchanged(self, seen: Seen, now: float) -> bool:
+        """Known incomplete in exactly this state, and not yet due for a verdict."""
+        short = self._files.get(seen.path)
+        if short is None or short.identity != seen.identity:
+            return False
+        return now - short.since < self.fail_s
+
+    def note(self, path: Path, identity: Identity, now: float) -> tuple[bool, float]:
+        """Record that the file is incomplete; (first time in this state, seconds waited)."""
+        short = self._files.get(path)
+        if short is None or short.identity != identity:
+            self._files[path] = _Short(identity, now)
+            return True, 0.0
+        return False, now - short.since
+
+    def next_look(self, path: Path, now: float) -> float:
+        """When to look at the file again: soon, and at the latest when its time is up."""
+        short = self._files[path]
+        return min(now + self.recheck_s, short.since + self.fail_s)
+
+    def forget(self, path: Path) -> None:
+        self._files.pop(path, None)

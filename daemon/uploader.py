@@ -14,18 +14,27 @@ import itertools
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from . import batcher, inspect, mover
+from . import batcher, inspect
 from .aio import wait_event, wait_first
 from .backoff import auth_pause, next_delay
 from .config import Folder, UploadConfig
-from .errors import AuthProblem, QontoError, Rejected, Transient, Unmatched, UnsafeFile
+from .errors import (
+    AuthProblem,
+    FileChanged,
+    QontoError,
+    Rejected,
+    Transient,
+    Unmatched,
+    UnsafeFile,
+)
 from .filing import Filing
+from .identity import Identity
 from .journal import Journal
 from .qonto import QontoClient, Upload
 
@@ -42,11 +51,14 @@ class Pending:
     sha256: str
     file_name: str  # as sent to Qonto
     name_key: str
-    size: int
-    mtime_ns: int
+    identity: Identity  # of the file as judged, then as last read for sending
     content_type: str
     wire_bytes: int
     queued_at: float = field(default_factory=time.monotonic, compare=False)
+
+    @property
+    def size(self) -> int:
+        return self.identity.size
 
 
 # What became of a pending file, for the service's bookkeeping.
@@ -293,11 +305,11 @@ class OrgUploader:
                 size=pending.size,
                 reason="rejected_by_qonto",
                 detail=exc.detail,
-                expect=(pending.size, pending.mtime_ns),
+                expect=pending.identity,
                 http_status=exc.status,
                 qonto_code=exc.code,
             )
-        except mover.Changed:
+        except FileChanged:
             self._finished(pending, CHANGED, None)
             return
         self._finished(pending, FAILED, exc.detail)
@@ -313,7 +325,9 @@ class OrgUploader:
         uploads: list[Upload] = []
         for pending, content in zip(batch, contents, strict=True):
             if isinstance(content, inspect.Content) and content.sha256 == pending.sha256:
-                kept.append(pending)
+                # Rewritten with the same bytes is still the same invoice; what is
+                # filed afterwards must be the file as read now.
+                kept.append(replace(pending, identity=content.identity))
                 uploads.append(Upload(pending.file_name, content.data, pending.content_type))
                 continue
             log.info(
@@ -341,9 +355,9 @@ class OrgUploader:
             try:
                 await self._filing.done(
                     pending.folder, pending.path, pending.sha256, by_sha[pending.sha256],
-                    expect=(pending.size, pending.mtime_ns), batch_id=batch_id,
+                    expect=pending.identity, batch_id=batch_id,
                 )
-            except mover.Changed:
+            except FileChanged:
                 # What was sent is imported; what is there now is another file.
                 self._finished(pending, CHANGED, None)
                 continue
@@ -357,6 +371,9 @@ def _read_all(batch: Sequence[Pending], limit: int) -> list[inspect.Content | st
             content = inspect.read_regular(pending.path, limit)
         except FileNotFoundError:
             out.append("the file disappeared before it was sent; it stays queued if it returns")
+            continue
+        except FileChanged:
+            out.append("it is being written to; it will settle and be inspected again")
             continue
         except (OSError, UnsafeFile) as exc:
             out.append(f"cannot read it again before sending: {exc}")

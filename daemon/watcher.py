@@ -16,6 +16,7 @@ from pathlib import Path
 
 import watchfiles
 
+from .identity import Identity
 from .inspect import describe_mode
 
 # Names that careful writers use while a file is incomplete, and desktop junk.
@@ -49,8 +50,7 @@ def is_candidate(name: str) -> bool:
 @dataclass(frozen=True)
 class Seen:
     path: Path
-    size: int
-    mtime_ns: int
+    identity: Identity
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def scan(inbox: Path) -> Scan:
                 continue
             path = Path(entry.path)
             if stat.S_ISREG(st.st_mode):
-                files.append(Seen(path, st.st_size, st.st_mtime_ns))
+                files.append(Seen(path, Identity.of(st)))
             elif not stat.S_ISDIR(st.st_mode):
                 skipped.append(Skipped(path, describe_mode(st.st_mode)))
     return Scan(files, skipped)
@@ -98,7 +98,7 @@ def stat_all(paths: Iterable[Path]) -> dict[Path, Seen | None]:
         except OSError:
             out[path] = None
             continue
-        out[path] = Seen(path, st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+        out[path] = Seen(path, Identity.of(st)) if stat.S_ISREG(st.st_mode) else None
     return out
 
 

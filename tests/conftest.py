@@ -167,3 +167,30 @@ async def start() -> AsyncIterator[Callable[..., Awaitable[Running]]]:
     yield _start
     for running in started:
         await running.stop()
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Any:
+    """Mount a size-limited tmpfs (another filesystem, or a disk that fills up).
+
+    Needs root (or CAP_SYS_ADMIN); the test is skipped cleanly without it.
+    """
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def _mount(name: str = "mnt", size: str = "16m") -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(point)],
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip() or 'not root'}")
+        mounted.append(point)
+        return point
+
+    yield _mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)

@@ -109,3 +109,74 @@ def test_undecodable_name_is_handled(tmp_path):
     found = scan(tmp_path)
     (seen,) = found.files
     assert inspect.read_regular(seen.path, LIMIT).size == 10
+
+
+def jpeg_with_thumbnail() -> tuple[bytes, int]:
+    """A real JPEG whose EXIF segment holds a whole thumbnail JPEG (with its own FFD9).
+
+    Returns the file and the offset just past the thumbnail's end marker.
+    """
+    import io
+
+    from PIL import Image
+
+    def encode(size: int, **kw: object) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", (size, size), (200, 80, 40)).save(out, "JPEG", **kw)
+        return out.getvalue()
+
+    main, thumb = encode(64, progressive=True), encode(8)
+    payload = b"Exif\x00\x00" + thumb + b"\x00" * 16
+    app1 = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    data = main[:2] + app1 + main[2:]
+    return data, 2 + 4 + 6 + len(thumb)
+
+
+def test_completeness_by_format(tmp_path):
+    pdf = facturx_pdf(tmp_path / "f.pdf", "F-1").read_bytes()
+    assert inspect.is_complete(pdf, "pdf")
+    assert not inspect.is_complete(pdf[: len(pdf) // 2], "pdf")
+    # An incremental update appends a body and another %%EOF; the first one is long past.
+    assert inspect.is_complete(pdf + b"\n" + b"1 0 obj\n" * 300 + b"%%EOF\n", "pdf")
+    assert not inspect.is_complete(pdf + b"\n" + b"1 0 obj\n" * 300, "pdf")
+
+    from daemon.demo import tiny_png
+
+    png = tiny_png(40, 40)
+    assert inspect.is_complete(png, "png")
+    assert not inspect.is_complete(png[:-12], "png") and not inspect.is_complete(png[:30], "png")
+
+    jpeg, thumb_end = jpeg_with_thumbnail()
+    assert inspect.sniff(jpeg) == "jpeg" and inspect.is_complete(jpeg, "jpeg")
+    assert jpeg[thumb_end - 2 : thumb_end] == b"\xff\xd9"
+    # Cut right after the thumbnail's end marker: still incomplete.
+    for cut in (thumb_end, thumb_end + 16, len(jpeg) // 2, len(jpeg) - 2, len(jpeg) - 1):
+        assert not inspect.is_complete(jpeg[:cut], "jpeg"), cut
+
+
+def test_an_incomplete_file_is_marked_not_failed(tmp_path):
+    pdf = facturx_pdf(tmp_path / "f.pdf", "F-1").read_bytes()
+    found = check(tmp_path, "half.pdf", pdf[: len(pdf) // 2])
+    assert found.problem is None and not found.complete and found.facturx is None
+    assert check(tmp_path, "whole.pdf", pdf).complete
+
+
+def test_a_file_written_while_read_is_not_hashed(tmp_path, monkeypatch):
+    """The hash must describe one version of the file, never a mix of two."""
+    from daemon.errors import FileChanged
+
+    path = tmp_path / "a.pdf"
+    path.write_bytes(b"%PDF-1.7 " + b"x" * (3 << 20))
+    real_fstat = os.fstat
+    calls = []
+
+    def fstat_then_write(fd):
+        calls.append(fd)
+        if len(calls) == 2:  # between the read and the final check, the writer appends
+            with open(path, "ab") as fh:
+                fh.write(b"more")
+        return real_fstat(fd)
+
+    monkeypatch.setattr(os, "fstat", fstat_then_write)
+    with pytest.raises(FileChanged):
+        inspect.read_regular(path, LIMIT)

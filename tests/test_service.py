@@ -437,7 +437,7 @@ async def test_second_stop_request_is_immediate(ws, qonto, start):
 async def test_large_file_near_the_limit_is_sent_whole(ws, qonto, start):
     emulator, url = qonto
     big = ws.inbox / "scan-large.pdf"
-    big.write_bytes(b"%PDF-1.7\n" + os.urandom(4_900_000))
+    big.write_bytes(b"%PDF-1.7\n" + os.urandom(4_900_000) + b"\n%%EOF\n")
     ws.invoice("small.pdf")
     assert await asyncio.wait_for((await start(ws.config(url), once=True)).task, 60) == 0
     assert sha256_of(ws.done / "scan-large.pdf") in emulator.invoices_of(LOGIN)
