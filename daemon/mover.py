@@ -142,7 +142,7 @@ class _Placement:
             fout = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
                 while chunk := os.read(fin, 1 << 20):
-                    os.write(fout, chunk)
+                    _write_all(fout, chunk)
                 os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
                 os.chmod(fout, stat.S_IMODE(st.st_mode))
                 os.fsync(fout)
@@ -182,6 +182,13 @@ class _Placement:
         if self._tmp is not None:
             _unlink_quietly(self._tmp)
             self._tmp = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (a filling disk); the rest must follow or fail."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _claim(tmp: Path, dest: Path) -> None:
@@ -303,7 +310,7 @@ def clean_temporaries(directory: Path) -> int:
     removed = 0
     try:
         entries = list(os.scandir(directory))
-    except FileNotFoundError:
+    except OSError:  # not there yet, or unreadable: nothing of ours to clean
         return 0
     for entry in entries:
         match = _TMP_NAME.match(entry.name)
@@ -312,7 +319,7 @@ def clean_temporaries(directory: Path) -> int:
         pid = int(match.group(1))
         if pid != os.getpid() and _alive(pid):
             continue
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(entry.path)
             removed += 1
     return removed

@@ -196,8 +196,13 @@ class Service:
     async def _reconcile(self, journal: Journal) -> None:
         """Make the journal and the folders agree after a crash."""
         requeued = await journal.requeue_interrupted()
-        marked = 0
+        marked = removed = 0
+        for folder in self.config.folders:
+            for directory in (folder.done, folder.failed):
+                removed += await asyncio.to_thread(mover.clean_temporaries, directory)
         for record in await journal.in_state(IMPORTED):
+            if self._stopping.is_set():
+                return  # a stop during start-up: what is left is done at the next start
             folder = self._folders.get(record.path.parent)
             if folder is None or await asyncio.to_thread(os.path.lexists, record.path):
                 continue  # still in its inbox: the scan finds it and moves it without uploading
@@ -207,8 +212,11 @@ class Service:
             if found is not None:
                 await journal.mark_done(record.org, record.sha256, found)
                 marked += 1
-        if requeued or marked:
-            log.info("journal_reconciled", requeued=requeued, marked_done=marked)
+        if requeued or marked or removed:
+            log.info(
+                "journal_reconciled", requeued=requeued, marked_done=marked,
+                temporaries_removed=removed,
+            )
 
     # -- discovery -----------------------------------------------------------------
 
@@ -329,6 +337,7 @@ class Service:
         try:
             content = await asyncio.to_thread(inspect.read_regular, path, limit)
         except FileNotFoundError:
+            self._filing.forget(path)
             self._release(path)
             return
         except FileChanged:
@@ -499,7 +508,6 @@ class Service:
         """A file leaves the daemon's hands: filed, dropped, or left for the next run."""
         self._active.discard(path)
         self._unfinished.forget(path)
-        self._filing.forget(path)
         self.failed_files += failed
         self.left_files += left
         self._release_twins(path, left=left)
