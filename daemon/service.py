@@ -197,8 +197,8 @@ class Service:
         """Make the journal and the folders agree after a crash."""
         requeued = await journal.requeue_interrupted()
         marked = removed = 0
-        for folder in self.config.folders:
-            for directory in (folder.done, folder.failed):
+        for each in self.config.folders:
+            for directory in (each.done, each.failed):
                 removed += await asyncio.to_thread(mover.clean_temporaries, directory)
         for record in await journal.in_state(IMPORTED):
             if self._stopping.is_set():

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 
 from conftest import ENV, LOGIN, Workspace, sha256_of, wait_for
 from test_service import events, journal_row, names
@@ -90,7 +89,8 @@ async def test_a_rejected_file_that_failed_cannot_take_is_not_sent_again(
     row = await journal_row(ws, sha256_of(bad))
     assert row.state == "failed" and row.path == bad
     # Space comes back: the file is filed with its reason, still without another upload.
-    subprocess.run(["mount", "-o", "remount,size=1m", str(failed)], check=True)
+    remount = await asyncio.create_subprocess_exec("mount", "-o", "remount,size=1m", str(failed))
+    assert await remount.wait() == 0
     await wait_for(lambda: "bad.pdf" in names(failed), what="bad.pdf in failed/")
     report = json.loads((failed / "bad.pdf.error.json").read_text())
     assert report["reason"] == "rejected_by_qonto" and "invoice number" in report["detail"]
