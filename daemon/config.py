@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,11 +240,30 @@ def _organization(
         if staging is None and not has_staging and base_url == parent.base_url:
             staging = parent.staging_token
     base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-    if not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{table._name('base_url')} must start with https:// or http://")
+    _check_base_url(base_url, table._name("base_url"))
     return Organization(
         base_url=base_url, login=login.strip(), secret=secret, staging_token=staging
     )
+
+
+def _check_base_url(url: str, key: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{key} must start with https:// or http://")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(f"{key} is not a valid URL") from None
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        # Never repeat the URL: what it carries is a secret.
+        raise ConfigError(
+            f"{key} must not carry a user name or password (user:secret@host): "
+            "give the secret key with secret_key_env or secret_key_file"
+        )
+    if not parts.hostname:
+        raise ConfigError(f"{key} has no host name")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{key} must be the server's address only, without ? or #")
 
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -338,6 +358,12 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
     log.finish()
 
     folders = _folders(raw.get("folders"), env, base_dir, main_org)
+    for index, folder in enumerate(folders):
+        if _within(db_path, folder.inbox):
+            raise ConfigError(
+                f"database.path {db_path} is inside the inbox of folders[{index}]: the journal "
+                "would be taken for an invoice; keep it on local disk outside every watched folder"
+            )
     return Config(
         database=db_path,
         folders=folders,
@@ -388,12 +414,36 @@ def _folders(
     return tuple(folders)
 
 
-def _check_overlaps(folders: list[Folder]) -> None:
-    inboxes = [f.inbox for f in folders]
-    if len(set(inboxes)) != len(inboxes):
-        raise ConfigError("[[folders]]: the same inbox is configured twice")
-    outputs = {p for f in folders for p in (f.done, f.failed)}
-    for inbox in inboxes:
-        if inbox in outputs:
-            raise ConfigError(f"[[folders]]: {inbox} is both an inbox and a done/failed folder")
+def _real(path: Path) -> Path:
+    """The path with `..` and symbolic links resolved, as far as it exists."""
+    return Path(os.path.realpath(path))
 
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or inside it, once both are resolved."""
+    real, base = _real(path), _real(folder)
+    return real == base or base in real.parents
+
+
+def _check_overlaps(folders: list[Folder]) -> None:
+    """Folders that would feed on each other's output are refused."""
+    real_inboxes = [_real(f.inbox) for f in folders]
+    for index, inbox in enumerate(real_inboxes):
+        if inbox in real_inboxes[:index]:
+            raise ConfigError(
+                f"folders[{index}].inbox: the same inbox is configured twice "
+                f"({folders[index].inbox})"
+            )
+    for index, folder in enumerate(folders):
+        for key, path in (("done", folder.done), ("failed", folder.failed)):
+            for other_index, other in enumerate(folders):
+                if _real(path) == _real(other.inbox) or (
+                    other_index != index and _within(path, other.inbox)
+                ):
+                    raise ConfigError(
+                        f"folders[{index}].{key} ({path}) is, or is inside, the inbox of "
+                        f"folders[{other_index}] ({other.inbox}): its files would be taken "
+                        "for new invoices"
+                    )
+        if _real(folder.done) == _real(folder.failed):
+            raise ConfigError(f"folders[{index}]: done and failed must be different folders")

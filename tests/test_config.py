@@ -110,3 +110,65 @@ def test_cli_exits_78_on_config_error(tmp_path, capsys, monkeypatch):
 def test_cli_exits_78_on_missing_file(tmp_path, capsys):
     assert cli.main(["run", "--config", str(tmp_path / "absent.toml")]) == 78
     assert "does not exist" in capsys.readouterr().err
+
+
+def config_error(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the real command line on this configuration: exit 78 and the message."""
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    code = cli.main(["run", "--config", str(path), "--once"])
+    assert code == 78
+    return capsys.readouterr().err
+
+
+def folders_toml(inbox: str, done: str, failed: str) -> str:
+    return f'\n[[folders]]\ninbox = "{inbox}"\ndone = "{done}"\nfailed = "{failed}"\n'
+
+
+HEAD = MINIMAL.split("[[folders]]")[0]
+
+
+def test_done_or_failed_in_another_inbox_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("QONTO_SECRET_KEY", "k3y")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "b")  # the same folder by another path
+    text = HEAD + folders_toml(f"{tmp_path}/a", f"{tmp_path}/a/done", f"{tmp_path}/alias/x/..")
+    text += folders_toml(f"{tmp_path}/b", f"{tmp_path}/b/done", f"{tmp_path}/b/failed")
+    err = config_error(tmp_path, text, capsys)
+    assert "folders[0].failed" in err and "inbox of folders[1]" in err
+    text = HEAD + folders_toml(f"{tmp_path}/a", f"{tmp_path}/b/done", f"{tmp_path}/a/failed")
+    text += folders_toml(f"{tmp_path}/b", f"{tmp_path}/b/done2", f"{tmp_path}/b/failed")
+    assert "folders[0].done" in config_error(tmp_path, text, capsys)
+
+
+def test_the_same_inbox_twice_by_two_paths_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("QONTO_SECRET_KEY", "k3y")
+    (tmp_path / "a").mkdir()
+    text = HEAD + folders_toml(f"{tmp_path}/a", f"{tmp_path}/d1", f"{tmp_path}/f1")
+    text += folders_toml(f"{tmp_path}/x/../a", f"{tmp_path}/d2", f"{tmp_path}/f2")
+    assert "folders[1].inbox" in config_error(tmp_path, text, capsys)
+
+
+def test_a_journal_inside_an_inbox_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("QONTO_SECRET_KEY", "k3y")
+    text = MINIMAL.replace('path = "state.sqlite3"', f'path = "{tmp_path}/in/state.sqlite3"')
+    text = text.replace("/srv/erp/export", f"{tmp_path}/in")
+    err = config_error(tmp_path, text, capsys)
+    assert "database.path" in err and "inbox" in err
+    assert not (tmp_path / "in").exists()  # nothing was created, nothing moved
+
+
+@pytest.mark.parametrize("url", [
+    "https://acme:s3cr3t-in-url@thirdparty.qonto.com",
+    "https://s3cr3t-in-url@thirdparty.qonto.com",
+    "https://thirdparty.qonto.com:notaport",
+])
+def test_a_base_url_with_credentials_is_refused_without_repeating_it(
+    tmp_path, capsys, monkeypatch, url
+):
+    monkeypatch.setenv("QONTO_SECRET_KEY", "k3y")
+    text = MINIMAL.replace("[qonto]\n", f'[qonto]\nbase_url = "{url}"\n')
+    err = config_error(tmp_path, text, capsys)
+    assert "qonto.base_url" in err
+    assert "s3cr3t-in-url" not in err and "notaport" not in err
