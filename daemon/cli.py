@@ -14,6 +14,7 @@ import structlog
 from . import __version__, config, inspect, logs
 from .errors import ConfigError, UnsafeFile
 from .journal import Journal
+from .redact import Redactor
 
 EX_OK, EX_FAILED, EX_USAGE, EX_CONFIG = 0, 1, 2, 78
 
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_CONFIG
     if args.command == "lookup":
         return asyncio.run(lookup(cfg, args.paths, as_json=args.json))
-    logs.configure(cfg.log_format, cfg.log_level)
+    logs.configure(cfg.log_format, cfg.log_level, redact=Redactor(cfg.secret_values()))
     from .service import Service
 
     try:
@@ -75,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def lookup(cfg: config.Config, paths: Sequence[Path], *, as_json: bool) -> int:
     """Hash each file and print what the journal knows of its content."""
     status = EX_OK
+    redact = Redactor(cfg.secret_values())  # journals written by older versions may hold one
     rows: list[dict[str, object]] = []
     journal = await Journal.open_readonly(cfg.database)
     try:
@@ -98,7 +100,7 @@ async def lookup(cfg: config.Config, paths: Sequence[Path], *, as_json: bool) ->
                 "invoice_id": r.invoice_id if r else None,
                 "state": r.state if r else "unknown",
                 "organization": r.org if r else org,
-                "last_error": r.last_error if r else None,
+                "last_error": redact(r.last_error) if r and r.last_error else None,
                 "updated_at": r.updated_at if r else None,
             })
     finally:

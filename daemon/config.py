@@ -102,6 +102,15 @@ class Config:
     log_format: str = "auto"
     log_level: str = "info"
 
+    def secret_values(self) -> list[str]:
+        """Every secret the configuration holds, for redaction."""
+        values: list[str] = []
+        for org in self.organizations:
+            values.append(org.secret.reveal())
+            if org.staging_token is not None:
+                values.append(org.staging_token.reveal())
+        return values
+
     @property
     def organizations(self) -> tuple[Organization, ...]:
         seen: dict[str, Organization] = {}

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import html
 import random
 import sys
 import unicodedata
@@ -46,6 +47,9 @@ class Faults:
     unauthorized: bool = False  # every request answers 401 while set
     forbidden_logins: set[str] = field(default_factory=set)  # answer 403 (Italian orgs)
     normalize_names: str | None = None  # "NFC" or "NFD": file_name as a server might store it
+    # A proxy or server that echoes the request headers (the API key among them)
+    # in its error answers and in an HTML page for 5xx.
+    echo_headers: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,9 +123,13 @@ class Emulator:
             return web.Response(body=LOGIN_PAGE, content_type="text/html")
         login = self._authenticate(request.headers.get("Authorization", ""))
         if login is None or faults.unauthorized:
-            return _error(401, "unauthorized", "The authentication credentials are invalid.")
+            return self._fail(
+                request, 401, "unauthorized", "The authentication credentials are invalid."
+            )
         if login in faults.forbidden_logins:
-            return _error(403, "forbidden", "Bulk import is not available for this organization.")
+            return self._fail(
+                request, 403, "forbidden", "Bulk import is not available for this organization."
+            )
         roll = self._rng.random()
         for chance, status in ((faults.rate_limited, 429), (faults.server_error, 0)):
             if roll < chance:
@@ -129,8 +137,15 @@ class Emulator:
                     headers = {}
                     if faults.retry_after_s is not None:
                         headers["Retry-After"] = f"{faults.retry_after_s:g}"
-                    return _error(429, "too_many_requests", "Rate limit exceeded.", headers)
+                    return self._fail(request, 429, "too_many_requests", "Rate limit exceeded.",
+                                      headers)
                 status = self._rng.choice((500, 502, 503, 504))
+                if faults.echo_headers:
+                    return web.Response(
+                        status=status, content_type="text/html",
+                        text="<html><body><h1>Bad Gateway</h1><p>Your request:</p><pre>"
+                        f"{html.escape(_dump(request))}</pre></body></html>",
+                    )
                 return _error(status, "internal_server_error", "Something went wrong.")
             roll -= chance
         if roll < faults.drop_before:
@@ -138,7 +153,7 @@ class Emulator:
         roll -= faults.drop_before
 
         if request.content_length is not None and request.content_length > self.max_request_bytes:
-            return _error(413, "request_too_large", "The request body exceeds 15 MB.")
+            return self._fail(request, 413, "request_too_large", "The request body exceeds 15 MB.")
         try:
             files = await self._read_files(request)
         except _Refusal as refusal:
@@ -152,6 +167,20 @@ class Emulator:
             await asyncio.sleep(faults.slow_s)
         return web.json_response({"client_invoices": created})
 
+    def _fail(
+        self,
+        request: web.Request,
+        status: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        *,
+        pointer: str | None = None,
+    ) -> web.Response:
+        if self.faults.echo_headers:
+            detail = f"{detail} Request was: {_dump(request)}"
+        return _error(status, code, detail, headers, pointer=pointer)
+
     def _authenticate(self, header: str) -> str | None:
         if header.startswith("Bearer "):
             return self.bearer_tokens.get(header[len("Bearer ") :])
@@ -161,8 +190,11 @@ class Emulator:
         return None
 
     async def _read_files(self, request: web.Request) -> list[tuple[str, bytes]]:
+        def refuse(status: int, code: str, detail: str, pointer: str | None = None) -> _Refusal:
+            return _Refusal(self._fail(request, status, code, detail, pointer=pointer))
+
         if not request.content_type.startswith("multipart/form-data"):
-            raise _Refusal(_error(400, "invalid_request_format", "Expected multipart/form-data."))
+            raise refuse(400, "invalid_request_format", "Expected multipart/form-data.")
         reader = await request.multipart()
         files: list[tuple[str, bytes]] = []
         total = 0
@@ -171,34 +203,25 @@ class Emulator:
             if part is None:
                 break
             if not isinstance(part, BodyPartReader) or part.name != "client_invoices":
-                raise _Refusal(_error(422, "invalid", "Unexpected form field.", pointer="/"))
+                raise refuse(422, "invalid", "Unexpected form field.", pointer="/")
             data = await part.read(decode=False)
             total += len(data)
             if total > self.max_request_bytes:
-                raise _Refusal(_error(413, "request_too_large", "The request exceeds 15 MB."))
+                raise refuse(413, "request_too_large", "The request exceeds 15 MB.")
             files.append((part.filename or "", bytes(data)))
         if not files:
-            raise _Refusal(_error(422, "missing_field", "client_invoices is required."))
+            raise refuse(422, "missing_field", "client_invoices is required.")
         if len(files) > self.max_files:
-            raise _Refusal(
-                _error(422, "invalid", f"At most {self.max_files} files per request.")
-            )
+            raise refuse(422, "invalid", f"At most {self.max_files} files per request.")
         for index, (name, data) in enumerate(files):
             pointer = f"/client_invoices/{index}"
             if len(data) > self.max_file_bytes:
-                raise _Refusal(
-                    _error(422, "invalid", f"{name} exceeds 5 MB.", pointer=pointer)
-                )
+                raise refuse(422, "invalid", f"{name} exceeds 5 MB.", pointer)
             if sniff(data) is None:
-                raise _Refusal(
-                    _error(422, "invalid_format", f"{name}: unsupported format.", pointer=pointer)
-                )
+                raise refuse(422, "invalid_format", f"{name}: unsupported format.", pointer)
             marker = self.faults.reject_marker
             if marker is not None and marker in data:
-                raise _Refusal(
-                    _error(422, "invalid", f"{name}: the invoice number is missing.",
-                           pointer=pointer)
-                )
+                raise refuse(422, "invalid", f"{name}: the invoice number is missing.", pointer)
         return files
 
     def _import(self, login: str, files: Sequence[tuple[str, bytes]]) -> list[dict[str, str]]:
@@ -215,6 +238,10 @@ class Emulator:
                 shown = unicodedata.normalize(self.faults.normalize_names, name)  # type: ignore[arg-type]
             created.append({"invoice_id": invoice.invoice_id, "file_name": shown})
         return created
+
+
+def _dump(request: web.Request) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in request.headers.items())
 
 
 class _Refusal(Exception):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any, TextIO
 
 import structlog
+
+from .redact import NOTHING, Redactor
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -34,7 +37,27 @@ def _printable(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return event_dict
 
 
-def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+class _Redacting:
+    """The last guard: no configured secret leaves in a log line, whatever its path."""
+
+    def __init__(self, redact: Redactor) -> None:
+        self._redact = redact
+
+    def __call__(self, _: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        for key, value in event_dict.items():
+            if isinstance(value, str):
+                event_dict[key] = self._redact(value)
+            elif isinstance(value, list | tuple | dict):
+                event_dict[key] = json.loads(self._redact(json.dumps(value, default=str)))
+        return event_dict
+
+
+def configure(
+    fmt: str = "auto",
+    level: str = "info",
+    stream: TextIO | None = None,
+    redact: Redactor = NOTHING,
+) -> None:
     """Set up structlog for the process. `fmt` is "auto", "json" or "console"."""
     stream = sys.stdout if stream is None else stream
     if fmt == "auto":
@@ -46,6 +69,8 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         _printable,
         structlog.processors.format_exc_info,
     ]
+    if redact:
+        processors.append(_Redacting(redact))
     if fmt == "json":
         processors.append(structlog.processors.JSONRenderer())
     else:

@@ -19,11 +19,13 @@ from aiohttp import payload
 from . import __version__
 from .config import Organization
 from .errors import Transient, Unmatched, classify_http
+from .redact import NOTHING, Redactor
 
 BULK_PATH = "/v2/client_invoices/bulk"
 FIELD = "client_invoices"
 _BOUNDARY_LEN = 32  # aiohttp's own: uuid4().hex
 _SNIPPET_CHARS = 200
+_READ_FOR_ERRORS = 65536  # what of an error body is read for its message
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,18 @@ class QontoClient:
     """Uploads for one organization through a shared aiohttp session."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, org: Organization, timeout: aiohttp.ClientTimeout
+        self,
+        session: aiohttp.ClientSession,
+        org: Organization,
+        timeout: aiohttp.ClientTimeout,
+        redact: Redactor = NOTHING,
     ) -> None:
         self._session = session
         self._org = org
         self._timeout = timeout
         self._url = org.base_url + BULK_PATH
+        # Whatever a server says may echo our headers: it is cleaned before it goes anywhere.
+        self._redact = redact
 
     def _headers(self) -> dict[str, str]:
         headers = {
@@ -119,14 +127,17 @@ class QontoClient:
                 raw = await resp.read()
                 status = resp.status
                 headers = {k: v for k, v in resp.headers.items()}
-        except TimeoutError as exc:
-            raise Transient(f"no answer within {self._timeout.total:g} s") from exc
+        except TimeoutError:
+            raise Transient(f"no answer within {self._timeout.total:g} s") from None
         except aiohttp.ClientError as exc:
-            raise Transient(f"connection failed: {_describe(exc)}") from exc
+            # `from None`: the cause's text and headers never ride along in a traceback.
+            raise Transient(f"connection failed: {self._redact(_describe(exc))}") from None
         if status == 200:
-            return _match(files, _parse_success(raw, headers.get("Content-Type", "")))
-        errors = _parse_errors(raw)
-        raise classify_http(status, headers, errors, _snippet(raw))
+            parsed = _parse_success(raw, headers.get("Content-Type", ""), self._redact)
+            return _match(files, parsed, self._redact)
+        errors = _parse_errors(raw, self._redact)
+        headers = {k: self._redact(v) for k, v in headers.items()}
+        raise classify_http(status, headers, errors, _snippet(raw, self._redact))
 
 
 def _describe(exc: BaseException) -> str:
@@ -134,13 +145,17 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) < 300 else text[:300] + "..."
 
 
-def _snippet(raw: bytes) -> str:
-    text = raw[: _SNIPPET_CHARS * 2].decode("utf-8", "replace")
+def _snippet(raw: bytes, redact: Redactor) -> str:
+    """A short, one-line, secret-free start of a body for a message.
+
+    Cleaned before it is cut, so that no secret is ever cut in two (and half shown).
+    """
+    text = redact(raw[:_READ_FOR_ERRORS].decode("utf-8", "replace"))
     text = " ".join(text.split())
     return text[:_SNIPPET_CHARS]
 
 
-def _parse_errors(raw: bytes) -> list[dict[str, Any]]:
+def _parse_errors(raw: bytes, redact: Redactor) -> list[dict[str, Any]]:
     try:
         doc = json.loads(raw)
     except ValueError:
@@ -148,38 +163,47 @@ def _parse_errors(raw: bytes) -> list[dict[str, Any]]:
     errors = doc.get("errors") if isinstance(doc, dict) else None
     if not isinstance(errors, list):
         return []
-    return [e for e in errors if isinstance(e, dict)]
+    return [
+        {k: redact(v) if isinstance(v, str) else v for k, v in e.items()}
+        for e in errors
+        if isinstance(e, dict)
+    ]
 
 
-def _parse_success(raw: bytes, content_type: str) -> list[tuple[str, str]]:
+def _parse_success(raw: bytes, content_type: str, redact: Redactor) -> list[tuple[str, str]]:
     try:
         doc = json.loads(raw)
     except ValueError:
         raise Transient(
-            f"HTTP 200 but the body is not JSON ({content_type or 'no content type'}): "
-            f"{_snippet(raw)!r}; with the sandbox, check staging_token_env",
+            f"HTTP 200 but the body is not JSON ({redact(content_type) or 'no content type'}): "
+            f"{_snippet(raw, redact)!r}; with the sandbox, check staging_token_env",
             status=200,
         ) from None
     items = doc.get("client_invoices") if isinstance(doc, dict) else None
     if not isinstance(items, list):
         raise Transient(
-            f"HTTP 200 without a client_invoices list: {_snippet(raw)!r}", status=200
+            f"HTTP 200 without a client_invoices list: {_snippet(raw, redact)!r}", status=200
         )
     results: list[tuple[str, str]] = []
     for item in items:
         if not isinstance(item, dict):
-            raise Transient(f"HTTP 200 with a malformed result: {_snippet(raw)!r}", status=200)
+            raise Transient(
+                f"HTTP 200 with a malformed result: {_snippet(raw, redact)!r}", status=200
+            )
         invoice_id, name = item.get("invoice_id"), item.get("file_name")
         if not isinstance(invoice_id, str) or not invoice_id or not isinstance(name, str):
             raise Transient(
-                f"HTTP 200 with a result lacking invoice_id or file_name: {_snippet(raw)!r}",
+                "HTTP 200 with a result lacking invoice_id or file_name: "
+                f"{_snippet(raw, redact)!r}",
                 status=200,
             )
         results.append((name, invoice_id))
     return results
 
 
-def _match(files: Sequence[Upload], results: list[tuple[str, str]]) -> dict[str, str]:
+def _match(
+    files: Sequence[Upload], results: list[tuple[str, str]], redact: Redactor = NOTHING
+) -> dict[str, str]:
     """Tie each result to the one file it names; anything ambiguous is an error."""
     if len(files) == 1 and len(results) == 1:
         # One file, one answer: whatever the server made of the name, it is ours.
@@ -197,7 +221,8 @@ def _match(files: Sequence[Upload], results: list[tuple[str, str]]) -> dict[str,
         ours = exact.get(name) or loose.get(name_key(name))
         if ours is None or ours in found:
             raise Unmatched(
-                f"HTTP 200 names {name!r}, which matches no file sent (or matches one twice)",
+                f"HTTP 200 names {redact(repr(name))}, which matches no file sent "
+                "(or matches one twice)",
                 status=200,
             )
         found[ours] = invoice_id

@@ -30,6 +30,7 @@ from .filing import Filing
 from .identity import Identity
 from .journal import DONE, FAILED, IMPORTED, QUEUED, SENDING, Journal
 from .qonto import QontoClient
+from .redact import Redactor
 from .settle import Settler, Unfinished
 from .uploader import CHANGED, LEFT, OrgUploader, Pending
 from .uploader import FAILED as UPLOAD_FAILED
@@ -122,13 +123,14 @@ class Service:
         self._filing = Filing(journal)
         self._journal = journal
         slots = asyncio.Semaphore(cfg.upload.concurrency)
+        redact = Redactor(cfg.secret_values())
         self._limits = Limits(
             max_request_bytes=cfg.upload.max_request_bytes, closing_bytes=qonto.body_size([])
         )
         for org in cfg.organizations:
             self._uploaders[org.key] = OrgUploader(
                 org=org.key,
-                client=QontoClient(session, org, timeout),
+                client=QontoClient(session, org, timeout, redact),
                 journal=journal,
                 filing=self._filing,
                 settings=cfg.upload,

@@ -12,11 +12,13 @@ from pathlib import Path
 from conftest import ENV, LOGIN, sha256_of, wait_for
 
 
-async def run_cli(*args: str, timeout_s: float = 60) -> tuple[int, str, str]:
+async def run_cli(
+    *args: str, timeout_s: float = 60, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "daemon", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **ENV},
+        env={**os.environ, **ENV, **(env or {})},
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     assert proc.returncode is not None

@@ -1,0 +1,47 @@
+"""Keeping secrets out of everything the daemon writes.
+
+A proxy's error page or a misbehaving server may echo the request headers,
+and with them the API key. Any text that came from a server passes through a
+Redactor before it reaches an exception, the journal, a sidecar or a log line;
+the log pipeline applies it once more to every line as a last guard.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import urllib.parse
+from collections.abc import Iterable
+
+MASK = "[redacted]"
+
+
+class Redactor:
+    """Replaces every configured secret, in the forms a server might echo it, by MASK."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        forms: set[str] = set()
+        for secret in secrets:
+            if not secret:
+                continue
+            forms.update((
+                secret,
+                html.escape(secret),
+                urllib.parse.quote(secret, safe=""),
+                urllib.parse.quote_plus(secret, safe=""),
+                json.dumps(secret)[1:-1],
+            ))
+        # Longest first, so that a secret containing another is masked whole.
+        self._forms = sorted(forms, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, MASK)
+        return text
+
+    def __bool__(self) -> bool:
+        return bool(self._forms)
+
+
+NOTHING = Redactor(())
