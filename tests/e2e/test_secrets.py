@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from conftest import LOGIN, Workspace, to_toml
-from e2e.test_cli import run_cli
 
 from daemon.emulator import Emulator, Faults, serve
 from daemon.samples import facturx_pdf
+from e2e.test_cli import run_cli
 
 # Characters that a page would escape (&, <, +, /) so that every echoed form is tried.
 SECRET = "s3cr3t&key+with/odd<chars>"
