@@ -12,11 +12,13 @@ from pathlib import Path
 import structlog
 
 from . import __version__, config, inspect, logs
-from .errors import ConfigError, UnsafeFile
+from .errors import ConfigError, JournalError, UnsafeFile
 from .journal import Journal
 from .redact import Redactor
 
-EX_OK, EX_FAILED, EX_USAGE, EX_CONFIG = 0, 1, 2, 78
+# 75: a temporary failure (a full disk under the journal): systemd may restart.
+# 78: a person must act (configuration, an unusable journal): systemd must not.
+EX_OK, EX_FAILED, EX_USAGE, EX_TEMPFAIL, EX_CONFIG = 0, 1, 2, 75, 78
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qonto-invoice-daemon: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
     if args.command == "lookup":
-        return asyncio.run(lookup(cfg, args.paths, as_json=args.json))
+        try:
+            return asyncio.run(lookup(cfg, args.paths, as_json=args.json))
+        except JournalError as exc:
+            print(f"qonto-invoice-daemon: {exc}: {exc.hint}", file=sys.stderr)
+            return EX_TEMPFAIL if exc.temporary else EX_CONFIG
     logs.configure(cfg.log_format, cfg.log_level, redact=Redactor(cfg.secret_values()))
     from .service import Service
 
@@ -66,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(Service(cfg, once=args.once).run())
     except KeyboardInterrupt:
         return EX_OK
+    except JournalError as exc:
+        structlog.get_logger().critical(
+            "journal_unusable", error=str(exc), hint=exc.hint, path=exc.path
+        )
+        return EX_TEMPFAIL if exc.temporary else EX_CONFIG
     except Exception as exc:
         structlog.get_logger().critical(
             "daemon_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True

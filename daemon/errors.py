@@ -16,6 +16,25 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the key."""
 
 
+class JournalError(Exception):
+    """The journal cannot be used; the message names [database] path and what to do.
+
+    `temporary` (a full disk) may clear by itself: systemd may restart the
+    daemon. Otherwise a person must act, and restarting in a loop would not help.
+    """
+
+    def __init__(self, path: object, problem: str, hint: str, *, temporary: bool = False) -> None:
+        super().__init__(f"[database] path {path}: {problem}")
+        self.path = path
+        self.problem = problem
+        self.hint = hint
+        self.temporary = temporary
+
+
+class JournalUnavailable(Exception):
+    """A journal write was still refused (a full disk) when the daemon stopped."""
+
+
 class QontoError(Exception):
     """A request to Qonto did not produce a result for every file sent."""
 

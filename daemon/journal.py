@@ -9,14 +9,23 @@ moved; everything after a crash is re-derived from these rows and the folders.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
+import structlog
+
+from .errors import JournalError, JournalUnavailable
+
+log = structlog.get_logger()
+T = TypeVar("T")
 
 QUEUED, SENDING, IMPORTED, DONE, FAILED = "queued", "sending", "imported", "done", "failed"
 
@@ -67,6 +76,57 @@ def _readonly_uri(path: Path) -> str | None:
     return path.resolve().as_uri() + "?mode=ro" if path.exists() else None
 
 
+def _where(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+_HINT_DAMAGED = (
+    "stop the daemon, move the file away and restore it from a backup; or move it away to "
+    "start a new journal (files already in done/ are not read again, and content sent again "
+    "gets its existing invoice_id back from Qonto)"
+)
+
+
+def _open_error(path: Path, exc: sqlite3.Error) -> JournalError:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return JournalError(path, f"the file is not a usable journal ({exc})", _HINT_DAMAGED)
+    if code == sqlite3.SQLITE_READONLY:
+        return JournalError(
+            path, "the daemon may not write it",
+            "give the daemon's user write access to the file and its folder",
+        )
+    if code == sqlite3.SQLITE_CANTOPEN:
+        return JournalError(
+            path, "it cannot be opened or created",
+            "check that the path names a file (not a folder) in a folder the daemon's user "
+            "may write",
+        )
+    if isinstance(exc, sqlite3.OperationalError) and _full(exc):
+        return JournalError(path, str(exc), _HINT_FULL, temporary=True)
+    return JournalError(path, str(exc), "check the file and its folder")
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
+    """Bring a journal of any earlier version up to SCHEMA_VERSION."""
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            path, f"it was written by a newer version (schema {version}; this one knows "
+            f"{SCHEMA_VERSION})", "upgrade qonto-invoice-daemon, or restore an older journal",
+        )
+    if version < 1:  # a new file, or 0.1.0's unversioned journal: the same tables
+        await db.executescript(_SCHEMA)
+        await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    await db.commit()
+
+
 def _record(row: sqlite3.Row) -> Record:
     return Record(
         org=row["org"],
@@ -83,28 +143,119 @@ def _record(row: sqlite3.Row) -> Record:
     )
 
 
-class Journal:
-    """One long-lived aiosqlite connection; open with `await Journal.open(path)`."""
+SCHEMA_VERSION = 1  # PRAGMA user_version; 0 is the unversioned schema of 0.1.0, the same tables
+_RETRY_INITIAL_S, _RETRY_MAX_S = 1.0, 30.0
+_HINT_FULL = "free space on that filesystem; the daemon waits and carries on by itself"
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+
+def _full(exc: sqlite3.Error) -> bool:
+    """A write refused for lack of space (or an I/O error): wait and try again."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) or (
+        code is not None and code & 0xFF == sqlite3.SQLITE_IOERR
+    ) or "disk is full" in str(exc)
+
+
+async def _quietly(step: Awaitable[object]) -> None:
+    with contextlib.suppress(sqlite3.Error, ValueError):
+        await step
+
+
+class Journal:
+    """One long-lived aiosqlite connection; open with `await Journal.open(path)`.
+
+    Writes are serialised (one transaction at a time, so a failed one never
+    takes another's statements with it) and, when the disk is full, retried
+    until space returns: meanwhile nothing that needs a record goes ahead.
+    """
+
+    def __init__(self, db: aiosqlite.Connection, path: Path | None = None) -> None:
         self._db = db
+        self.path = path
+        self._where: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._lock = asyncio.Lock()
+        self._unavailable = False
+        # Set by the service when it stops: a write still refused then gives up.
+        self.stopping = asyncio.Event()
 
     @classmethod
     async def open(cls, path: Path) -> Journal:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
+        """Open (or create) the journal; JournalError says what is wrong and what to do."""
+        try:
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(
+                path, f"cannot create its folder: {exc.strerror or exc}",
+                "create the folder, or let systemd make it (StateDirectory=)",
+                temporary=exc.errno in (errno.ENOSPC, errno.EDQUOT),
+            ) from None
+        existed = await asyncio.to_thread(path.exists)
+        try:
+            db = await aiosqlite.connect(path)
+        except sqlite3.Error as exc:
+            raise _open_error(path, exc) from None
         try:
             db.row_factory = sqlite3.Row
             await db.execute("PRAGMA busy_timeout = 10000")
+            async with db.execute("PRAGMA quick_check") as cur:
+                row = await cur.fetchone()
+            if row is None or row[0] != "ok":
+                raise JournalError(
+                    path, f"the file is damaged (quick_check: {row[0] if row else 'no answer'})",
+                    _HINT_DAMAGED,
+                )
             await db.execute("PRAGMA journal_mode = WAL")
             # FULL: a commit is on disk before we move a file because of it.
             await db.execute("PRAGMA synchronous = FULL")
-            await db.executescript(_SCHEMA)
-            await db.commit()
-        except BaseException:
+            await _migrate(db, path)
+        except BaseException as exc:
             await db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _open_error(path, exc) from None
             raise
-        return cls(db)
+        journal = cls(db, path)
+        journal._where = await asyncio.to_thread(_where, path)
+        if not existed:
+            log.info("journal_created", path=path)
+        return journal
+
+    async def in_place(self) -> bool:
+        """Whether the file at the journal's path is still the one this daemon writes to."""
+        if self.path is None:
+            return True
+        return await asyncio.to_thread(_where, self.path) == self._where
+
+    async def _write(self, statements: Callable[[], Awaitable[T]]) -> T:
+        """Run `statements` and commit, as one transaction; wait out a full disk."""
+        delay_s = _RETRY_INITIAL_S
+        async with self._lock:
+            while True:
+                try:
+                    result = await statements()
+                    await self._db.commit()
+                except sqlite3.OperationalError as exc:
+                    await _quietly(self._db.rollback())
+                    if not _full(exc):
+                        raise
+                    if self.stopping.is_set():
+                        raise JournalUnavailable(f"{self.path}: {exc}") from None
+                    if not self._unavailable:
+                        self._unavailable = True
+                        log.error(
+                            "journal_unavailable", path=self.path, error=str(exc),
+                            hint=_HINT_FULL + " (meanwhile no file is taken or sent)",
+                        )
+                    try:
+                        async with asyncio.timeout(delay_s):
+                            await self.stopping.wait()
+                    except TimeoutError:
+                        pass
+                    delay_s = min(delay_s * 2, _RETRY_MAX_S)
+                    continue
+                if self._unavailable:
+                    self._unavailable = False
+                    log.info("journal_available", path=self.path)
+                return result
 
     @classmethod
     async def open_readonly(cls, path: Path) -> Journal | None:
@@ -112,10 +263,13 @@ class Journal:
         uri = await asyncio.to_thread(_readonly_uri, path)
         if uri is None:
             return None
-        db = await aiosqlite.connect(uri, uri=True)
-        db.row_factory = sqlite3.Row
-        await db.execute("PRAGMA busy_timeout = 10000")
-        return cls(db)
+        try:
+            db = await aiosqlite.connect(uri, uri=True)
+            db.row_factory = sqlite3.Row
+            await db.execute("PRAGMA busy_timeout = 10000")
+        except sqlite3.Error as exc:
+            raise _open_error(path, exc) from None
+        return cls(db, path)
 
     async def close(self) -> None:
         await self._db.close()
@@ -150,7 +304,7 @@ class Journal:
         purpose, and the reason may have gone.
         """
         now = _now()
-        await self._db.execute(
+        await self._write(lambda: self._db.execute(
             """
             INSERT INTO invoices (org, sha256, state, path, file_name, size, created_at, updated_at)
             VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)
@@ -161,55 +315,52 @@ class Journal:
             WHERE state IN ('queued', 'sending', 'failed')
             """,
             (org, sha256, _path_blob(path), file_name, size, now, now),
-        )
-        await self._db.commit()
+        ))
         record = await self.get(org, sha256)
         assert record is not None
         return record
 
     async def mark_sending(self, org: str, sha256s: Sequence[str]) -> None:
         now = _now()
-        await self._db.executemany(
+        await self._write(lambda: self._db.executemany(
             "UPDATE invoices SET state = 'sending', attempts = attempts + 1, updated_at = ? "
             "WHERE org = ? AND sha256 = ? AND state IN ('queued', 'sending')",
             [(now, org, sha) for sha in sha256s],
-        )
-        await self._db.commit()
+        ))
 
     async def note_error(self, org: str, sha256s: Iterable[str], error: str) -> None:
         """Remember why the last attempt did not succeed; the rows stay queued."""
         now = _now()
-        await self._db.executemany(
+        rows = [(error, now, org, sha) for sha in sha256s]
+        await self._write(lambda: self._db.executemany(
             "UPDATE invoices SET state = 'queued', last_error = ?, updated_at = ? "
             "WHERE org = ? AND sha256 = ? AND state IN ('queued', 'sending')",
-            [(error, now, org, sha) for sha in sha256s],
-        )
-        await self._db.commit()
+            rows,
+        ))
 
     async def record_imported(self, org: str, invoice_ids: dict[str, str]) -> None:
         """Store sha256 -> invoice_id for a whole answer in one transaction."""
         now = _now()
-        await self._db.executemany(
+        await self._write(lambda: self._db.executemany(
             "UPDATE invoices SET state = 'imported', invoice_id = ?, last_error = NULL, "
             "updated_at = ? WHERE org = ? AND sha256 = ?",
             [(invoice_id, now, org, sha) for sha, invoice_id in invoice_ids.items()],
-        )
-        await self._db.commit()
+        ))
 
     async def mark_done(self, org: str, sha256: str, path: Path) -> None:
-        await self._db.execute(
+        now = _now()
+        await self._write(lambda: self._db.execute(
             "UPDATE invoices SET state = 'done', path = ?, updated_at = ? "
             "WHERE org = ? AND sha256 = ? AND state IN ('imported', 'done')",
-            (_path_blob(path), _now(), org, sha256),
-        )
-        await self._db.commit()
+            (_path_blob(path), now, org, sha256),
+        ))
 
     async def mark_failed(
         self, org: str, sha256: str, path: Path, file_name: str, size: int, error: str
     ) -> None:
         """Record a rejection. Content already imported keeps its invoice_id."""
         now = _now()
-        await self._db.execute(
+        await self._write(lambda: self._db.execute(
             """
             INSERT INTO invoices (org, sha256, state, path, file_name, size, last_error,
                                   created_at, updated_at)
@@ -220,16 +371,15 @@ class Journal:
             WHERE state NOT IN ('imported', 'done')
             """,
             (org, sha256, _path_blob(path), file_name, size, error, now, now),
-        )
-        await self._db.commit()
+        ))
 
     async def requeue_interrupted(self) -> int:
         """After a restart, batches that were in flight are simply queued again."""
-        cur = await self._db.execute(
+        now = _now()
+        cur = await self._write(lambda: self._db.execute(
             "UPDATE invoices SET state = 'queued', updated_at = ? WHERE state = 'sending'",
-            (_now(),),
-        )
-        await self._db.commit()
+            (now,),
+        ))
         return cur.rowcount
 
     async def counts(self) -> dict[str, int]:

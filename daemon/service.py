@@ -11,21 +11,23 @@ Tasks, all owned by one TaskGroup:
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import structlog
 
-from . import __version__, inspect, mover, qonto, watcher
+from . import __version__, inspect, mover, qonto, signals, watcher
 from .aio import wait_event, wait_first
 from .batcher import Limits
 from .config import Config, Folder
-from .errors import FileChanged, UnsafeFile
+from .errors import FileChanged, JournalUnavailable, UnsafeFile
 from .filing import Filing
 from .identity import Identity
 from .journal import DONE, FAILED, IMPORTED, QUEUED, SENDING, Journal
@@ -39,6 +41,7 @@ from .uploader import IMPORTED as UPLOAD_IMPORTED
 log = structlog.get_logger()
 
 _WATCH_RETRY_S = 5.0
+_JOURNAL_CHECK_S = 5.0
 
 
 class Service:
@@ -65,6 +68,9 @@ class Service:
         self._inspecting = 0
         self.failed_files = 0
         self.left_files = 0
+        self._main: asyncio.Task[Any] | None = None
+        self._working = False  # past start-up: the long-lived tasks run
+        self._exit_code = 0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -72,24 +78,48 @@ class Service:
         if self._stopping.is_set():
             log.warning("daemon_stopping", reason=reason, forced=True)
             self._forced.set()
+            if not self._working and self._main is not None:
+                self._main.cancel()  # still starting up: nothing in flight to wait for
             return
         log.info("daemon_stopping", reason=reason, grace_s=self.config.shutdown_grace_s)
         self._stopping.set()
 
+    def _status(self) -> None:
+        log.info(
+            "daemon_status",
+            settling=len(self._settler),
+            inspecting=self._inspecting,
+            waiting={up.org: up.waiting for up in self._uploaders.values()},
+            sending={up.org: up.sending for up in self._uploaders.values()},
+            failed=self.failed_files,
+            left_waiting=self.left_files,
+        )
+
+    def _rescan_request(self) -> None:
+        log.info("rescan_requested", signal="SIGHUP")
+        self._rescan_now.set()
+
     async def run(self) -> int:
         """Run until stopped (or, with once, until nothing is left); return the exit code."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
-        try:
-            return await self._run()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        self._main = asyncio.current_task()
+        actions: dict[signal.Signals, Callable[[], None]] = {
+            sig: functools.partial(self.request_stop, sig.name) for sig in signals.STOP
+        }
+        actions[signal.SIGHUP] = self._rescan_request
+        actions[signal.SIGUSR1] = self._status
+        with signals.handled(actions):
+            try:
+                return await self._run()
+            except asyncio.CancelledError:
+                if not self._forced.is_set():
+                    raise
+                log.info("daemon_stopped", during="start-up")
+                return self._exit_code
 
     async def _run(self) -> int:
         cfg = self.config
         journal = await Journal.open(cfg.database)
+        journal.stopping = self._stopping
         try:
             timeout = aiohttp.ClientTimeout(
                 total=cfg.upload.timeout_s, sock_connect=cfg.upload.connect_timeout_s
@@ -105,7 +135,9 @@ class Service:
                     database=str(cfg.database),
                 )
                 await self._reconcile(journal)
-                await self._run_tasks()
+                if not self._stopping.is_set():
+                    self._working = True
+                    await self._run_tasks()
                 for up in self._uploaders.values():
                     await up.drain()
         finally:
@@ -113,8 +145,8 @@ class Service:
         counts = {"failed": self.failed_files, "left_waiting": self.left_files}
         log.info("daemon_stopped", **counts)
         if self.once and (self.failed_files or self.left_files):
-            return 1
-        return 0
+            return max(1, self._exit_code)
+        return self._exit_code
 
     def _build_uploaders(
         self, session: aiohttp.ClientSession, journal: Journal, timeout: aiohttp.ClientTimeout
@@ -154,7 +186,22 @@ class Service:
                 workers.append(tg.create_task(self._until_idle(), name="once"))
             for up in self._uploaders.values():
                 workers.append(tg.create_task(up.run(), name=f"upload-{up.org}"))
+            workers.append(tg.create_task(self._journal_loop(), name="journal"))
             tg.create_task(self._supervise(workers), name="supervise")
+
+    async def _journal_loop(self) -> None:
+        """Notice a journal deleted or replaced under the running daemon."""
+        while not await wait_event(self._stopping, _JOURNAL_CHECK_S):
+            if not await self._journal.in_place():
+                log.critical(
+                    "journal_lost", path=self.config.database,
+                    error="the journal file was deleted or replaced while the daemon ran",
+                    hint="the daemon stops; at its next start it opens the file now at "
+                    "[database] path (a new, empty journal if there is none)",
+                )
+                self._exit_code = 1
+                self.request_stop("journal_lost")
+                return
 
     async def _supervise(self, workers: list[asyncio.Task[None]]) -> None:
         """After a stop request, give requests in flight the grace period, then cancel."""
@@ -324,6 +371,9 @@ class Service:
             self._inspecting += 1
             try:
                 await self._take(seen)
+            except JournalUnavailable:
+                self._release(seen.path, left=True)  # stopping with a full disk: next time
+                return
             finally:
                 self._inspecting -= 1
 

@@ -27,6 +27,7 @@ from .config import Folder, UploadConfig
 from .errors import (
     AuthProblem,
     FileChanged,
+    JournalUnavailable,
     QontoError,
     Rejected,
     Transient,
@@ -143,6 +144,14 @@ class OrgUploader:
         self._completing: set[asyncio.Future[None]] = set()
 
     @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def sending(self) -> int:
+        return self._in_progress
+
+    @property
     def idle(self) -> bool:
         return not self._waiting and self._in_progress == 0
 
@@ -204,6 +213,11 @@ class OrgUploader:
     async def _deliver_batch(self, batch: list[Pending]) -> None:
         try:
             await self._deliver(batch)
+        except JournalUnavailable:
+            # Only while stopping with a full disk: what was not recorded is sent
+            # again at the next start, and Qonto answers with the same invoice_ids.
+            log.warning("batch_not_recorded", org=self.org, files=len(batch))
+            self._leave(batch)
         finally:
             self._in_progress -= 1
             self._room.set()
