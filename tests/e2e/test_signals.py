@@ -1,0 +1,126 @@
+"""Signals as systemd and people send them, to the real daemon process."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+from conftest import ENV, LOGIN, Workspace, wait_for
+
+from daemon.journal import Journal
+
+
+def log_events(log: Path) -> list[dict]:
+    if not log.exists():
+        return []
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def seen(log: Path, event: str) -> bool:
+    return any(e["event"] == event for e in log_events(log))
+
+
+async def daemon(toml: Path, log: Path) -> asyncio.subprocess.Process:
+    with log.open("ab") as fh:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "daemon", "run", "--config", str(toml),
+            stdout=fh, stderr=fh, env={**os.environ, **ENV},
+        )
+
+
+async def finish(proc: asyncio.subprocess.Process) -> int:
+    try:
+        return await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_hup_rescans_usr1_reports_usr2_is_ignored(ws: Workspace, qonto):
+    _, url = qonto
+    # Nothing but a rescan would see a new file: no inotify, an hour between polls and scans.
+    toml = ws.write_toml(url, watch={"force_polling": True, "poll_delay_ms": 3_600_000,
+                                     "rescan_seconds": 3600.0})
+    log = ws.root / "daemon.log"
+    proc = await daemon(toml, log)
+    try:
+        await wait_for(lambda: seen(log, "daemon_started"), what="daemon_started")
+        ws.invoice("after-start.pdf")
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            proc.send_signal(sig)
+        await wait_for(lambda: (ws.done / "after-start.pdf").exists(), what="pickup after HUP")
+        await wait_for(lambda: seen(log, "daemon_status") and seen(log, "signal_ignored"),
+                       what="status and ignored lines")
+        assert proc.returncode is None  # none of them ended the daemon
+        proc.send_signal(signal.SIGTERM)
+        assert await finish(proc) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    status = next(e for e in log_events(log) if e["event"] == "daemon_status")
+    assert status["waiting"] == {LOGIN: 0} and "settling" in status
+    assert seen(log, "rescan_requested")
+
+
+async def long_reconciliation(ws: Workspace, rows: int = 300, size: int = 128 * 1024) -> None:
+    """A journal whose start-up reconciliation hashes a big done/ folder for every row."""
+    ws.done.mkdir(parents=True)
+    imported = {}
+    for i in range(rows):
+        data = i.to_bytes(4, "big") * (size // 4)
+        (ws.done / f"x-{i + 1}.pdf").write_bytes(data)
+        imported[hashlib.sha256(data).hexdigest()] = f"id-{i}"
+    journal = await Journal.open(ws.db)
+    try:
+        for sha in imported:
+            await journal.enqueue(LOGIN, sha, ws.inbox / "x.pdf", "x.pdf", size)
+        await journal.record_imported(LOGIN, imported)
+    finally:
+        await journal.close()
+
+
+def imported_rows(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM invoices WHERE state = 'imported'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+async def test_start_up_reconciliation_honours_sigterm(ws: Workspace, qonto):
+    _, url = qonto
+    await long_reconciliation(ws)
+    log = ws.root / "daemon.log"
+    proc = await daemon(ws.write_toml(url), log)
+    await wait_for(lambda: seen(log, "daemon_started"), what="daemon_started")
+    proc.send_signal(signal.SIGTERM)
+    assert await finish(proc) == 0
+    assert imported_rows(ws.db) > 100  # it stopped long before reconciling every row
+    assert log_events(log)[-1]["event"] == "daemon_stopped"
+
+
+async def test_a_second_stop_request_ends_start_up_at_once(ws: Workspace, qonto, start, _logs):
+    """Whatever start-up is doing (here: hashing a big done/), the second request ends it."""
+    _, url = qonto
+    await long_reconciliation(ws)
+    running = await start(ws.config(url))
+    await wait_for(lambda: any(e["event"] == "daemon_started" for e in _logs),
+                   what="daemon_started")
+    running.service.request_stop("SIGTERM")
+    running.service.request_stop("SIGTERM")
+    assert await asyncio.wait_for(running.task, 10) == 0
+    assert imported_rows(ws.db) > 100
+    stopping = [e for e in _logs if e["event"] == "daemon_stopping"]
+    assert [e.get("forced", False) for e in stopping] == [False, True]

@@ -1,0 +1,137 @@
+"""The journal: versioned and migrated, clear when unusable, patient when the disk is full."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import ENV, LOGIN, sha256_of, wait_for
+from test_service import events, names
+
+from daemon import cli
+from daemon import config as config_mod
+from daemon.errors import JournalError
+from daemon.journal import SCHEMA_VERSION, Journal
+
+# The journal as version 0.1.0 made it: no user_version.
+SCHEMA_0_1_0 = """
+CREATE TABLE IF NOT EXISTS invoices (
+    org TEXT NOT NULL, sha256 TEXT NOT NULL, state TEXT NOT NULL, invoice_id TEXT,
+    path BLOB NOT NULL, file_name TEXT NOT NULL, size INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (org, sha256));
+CREATE INDEX IF NOT EXISTS invoices_sha256 ON invoices (sha256);
+CREATE INDEX IF NOT EXISTS invoices_state ON invoices (state);
+"""
+
+
+async def test_a_journal_of_the_previous_version_is_migrated(tmp_path):
+    db = tmp_path / "state.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(SCHEMA_0_1_0)
+        conn.execute(
+            "INSERT INTO invoices VALUES (?, ?, 'done', 'inv-1', ?, 'a.pdf', 10, 1, NULL, ?, ?)",
+            (LOGIN, "ab" * 32, os.fsencode(tmp_path / "done" / "a.pdf"), "t0", "t1"),
+        )
+    conn.close()
+    journal = await Journal.open(db)
+    try:
+        row = await journal.get(LOGIN, "ab" * 32)
+        assert row is not None and row.invoice_id == "inv-1" and row.state == "done"
+    finally:
+        await journal.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+async def test_a_journal_of_a_newer_version_is_refused(tmp_path):
+    db = tmp_path / "state.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(JournalError, match="newer version"):
+        await Journal.open(db)
+
+
+def unusable(tmp_path: Path, db: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """`run` on this journal: exit 78 and one clear line, no traceback."""
+    raw = {
+        "qonto": {"login": LOGIN, "secret_key_env": "QONTO_SECRET_KEY"},
+        "database": {"path": str(db)},
+        "folders": [{"inbox": str(tmp_path / "in"), "done": str(tmp_path / "done"),
+                     "failed": str(tmp_path / "failed")}],
+    }
+    from conftest import to_toml
+
+    toml = tmp_path / "config.toml"
+    toml.write_text(to_toml(raw), encoding="utf-8")
+    os.environ.update(ENV)
+    assert cli.main(["run", "--config", str(toml), "--once"]) == 78
+    out, err = capsys.readouterr()
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "Traceback" not in out + err and "journal_unusable" in lines[0]
+    assert "[database] path" in lines[0]
+    return lines[0]
+
+
+def test_a_damaged_journal_is_one_clear_error(tmp_path, capsys):
+    db = tmp_path / "state.sqlite3"
+    db.write_bytes(os.urandom(8192))
+    line = unusable(tmp_path, db, capsys)
+    assert "backup" in line
+    assert db.stat().st_size == 8192  # left as it was for a person to look at
+
+
+def test_a_journal_path_that_is_a_folder_or_under_a_file(tmp_path, capsys):
+    (tmp_path / "a-folder").mkdir()
+    assert "cannot be opened" in unusable(tmp_path, tmp_path / "a-folder", capsys)
+    (tmp_path / "a-file").write_text("x")
+    assert "cannot create its folder" in unusable(tmp_path, tmp_path / "a-file" / "s.db", capsys)
+
+
+async def test_a_full_disk_under_the_journal_pauses_work_until_space_returns(
+    ws, qonto, start, tmpfs, _logs
+):
+    emulator, url = qonto
+    state = tmpfs("state", size="1m")
+    raw = ws.config_dict(url)
+    raw["database"]["path"] = str(state / "state.sqlite3")
+    running = await start(config_mod.from_dict(raw, env=ENV, base_dir=ws.root))
+    await wait_for(lambda: events(_logs, "daemon_started"), what="the daemon to start")
+    filler = state / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:  # fill the disk to the last byte
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    for i in range(3):
+        ws.invoice(f"full-{i}.pdf", f"FULL-{i}")
+    await wait_for(lambda: events(_logs, "journal_unavailable"), what="journal_unavailable")
+    assert not running.task.done()  # the daemon stays up
+    assert "space" in events(_logs, "journal_unavailable")[0]["hint"]
+    assert names(ws.inbox) >= {"full-0.pdf", "full-1.pdf", "full-2.pdf"} - names(ws.done)
+    filler.unlink()
+    await wait_for(lambda: len(names(ws.done)) == 3, what="the three files in done/")
+    assert events(_logs, "journal_available")
+    assert len(events(_logs, "journal_unavailable")) == 1  # said once
+    assert {sha256_of(ws.done / n) for n in names(ws.done)} == set(emulator.invoices_of(LOGIN))
+    assert await running.stop() == 0
+
+
+async def test_a_journal_deleted_under_the_daemon_is_noticed(ws, qonto, start, _logs):
+    _, url = qonto
+    running = await start(ws.config(url))
+    await wait_for(lambda: events(_logs, "daemon_started"), what="the daemon to start")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{ws.db}{suffix}").unlink(missing_ok=True)
+    assert await asyncio.wait_for(running.task, 30) == 1
+    (lost,) = events(_logs, "journal_lost")
+    assert lost["log_level"] == "critical" and lost["hint"]
