@@ -131,7 +131,7 @@ async def test_a_journal_deleted_under_the_daemon_is_noticed(ws, qonto, start, _
     running = await start(ws.config(url))
     await wait_for(lambda: events(_logs, "daemon_started"), what="the daemon to start")
     for suffix in ("", "-wal", "-shm"):
-        Path(f"{ws.db}{suffix}").unlink(missing_ok=True)
+        await asyncio.to_thread(Path(f"{ws.db}{suffix}").unlink, missing_ok=True)
     assert await asyncio.wait_for(running.task, 30) == 1
     (lost,) = events(_logs, "journal_lost")
     assert lost["log_level"] == "critical" and lost["hint"]
