@@ -96,7 +96,7 @@ async def lookup(cfg: config.Config, paths: Sequence[Path], *, as_json: bool) ->
                 content = await asyncio.to_thread(inspect.read_regular, path, 0)
             except (OSError, UnsafeFile) as exc:
                 detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                print(f"{path}: cannot read: {detail}", file=sys.stderr)
+                print(f"{logs.printable(str(path))}: cannot read: {detail}", file=sys.stderr)
                 status = EX_FAILED
                 continue
             org = _org_of(cfg, path)
@@ -106,7 +106,7 @@ async def lookup(cfg: config.Config, paths: Sequence[Path], *, as_json: bool) ->
             records.sort(key=lambda r: r.invoice_id is None)
             r = records[0] if records else None
             rows.append({
-                "path": str(path),
+                "path": logs.printable(str(path)),
                 "sha256": content.sha256,
                 "invoice_id": r.invoice_id if r else None,
                 "state": r.state if r else "unknown",
@@ -118,6 +118,7 @@ async def lookup(cfg: config.Config, paths: Sequence[Path], *, as_json: bool) ->
         if journal is not None:
             await journal.close()
     for row in rows:
+        row = {k: logs.printable(v) if isinstance(v, str) else v for k, v in row.items()}
         if as_json:
             print(json.dumps(row, ensure_ascii=False), flush=True)
         else:

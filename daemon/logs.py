@@ -19,20 +19,26 @@ _LEVELS = {
 }
 
 
-def _printable(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """Make every value printable in one line: paths as text, undecodable bytes escaped.
+def printable(value: str) -> str:
+    """Valid UTF-8 for any file name: bytes that are not UTF-8 show as \\xNN.
 
     File names need not be UTF-8 (they arrive as surrogates); printing one
-    raw would raise inside the log call.
+    raw would raise.
     """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
+
+
+def _printable(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Make every value printable: paths as text, undecodable bytes escaped."""
     for key, value in event_dict.items():
         if hasattr(value, "__fspath__"):
             value = str(value)
         if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            value = printable(value)
         event_dict[key] = value
     return event_dict
 
@@ -50,6 +56,33 @@ class _Redacting:
             elif isinstance(value, list | tuple | dict):
                 event_dict[key] = json.loads(self._redact(json.dumps(value, default=str)))
         return event_dict
+
+
+class _LibraryRecords(logging.Handler):
+    """Records of the libraries we use (pypdf, factur-x, asyncio...) as our own log lines.
+
+    Left alone they would print raw text into the daemon's JSON log. What
+    pypdf says about a malformed PDF is not something a person must act on,
+    so below ERROR it becomes debug; ERROR and above, a warning.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's own bad format string
+            message = str(record.msg)
+        log = structlog.get_logger()
+        emit = log.warning if record.levelno >= logging.ERROR else log.debug
+        emit("library_message", logger=record.name, message=message[:2000])
+
+
+def _route_library_logging() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_LibraryRecords())
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # warnings.warn() becomes a record of "py.warnings"
 
 
 def configure(
@@ -75,6 +108,7 @@ def configure(
         processors.append(structlog.processors.JSONRenderer())
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    _route_library_logging()
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

@@ -46,8 +46,12 @@ def _escaped(name: str) -> str:
 
 
 def name_key(name: str) -> str:
-    """Names that a server could take for the same one (Unicode NFC)."""
-    return unicodedata.normalize("NFC", name)
+    """Names that a server could take for the same one.
+
+    Two names are one on the wire when they escape alike (`q"a.pdf` and
+    `q%22a.pdf`) or normalise alike (Unicode NFC): such files never share a request.
+    """
+    return unicodedata.normalize("NFC", _escaped(name))
 
 
 def _part(file_name: str, data: bytes, content_type: str) -> payload.BytesIOPayload:

@@ -40,7 +40,6 @@ from .uploader import IMPORTED as UPLOAD_IMPORTED
 
 log = structlog.get_logger()
 
-_WATCH_RETRY_S = 5.0
 _JOURNAL_CHECK_S = 5.0
 
 
@@ -311,29 +310,21 @@ class Service:
 
     async def _watch_loop(self) -> None:
         cfg = self.config.watch
-        while not self._stopping.is_set():
-            inboxes = await asyncio.to_thread(
-                lambda: [f.inbox for f in self.config.folders if f.inbox.is_dir()]
-            )
-            if not inboxes:
-                await wait_event(self._stopping, self.config.watch.rescan_interval_s)
-                continue
-            try:
-                async for hints in watcher.watch(
-                    inboxes, self._stopping, force_polling=cfg.force_polling,
-                    poll_delay_ms=cfg.poll_delay_ms,
-                ):
-                    stats = await asyncio.to_thread(watcher.stat_all, hints)
-                    now = time.monotonic()
-                    for path, seen in stats.items():
-                        if seen is None:
-                            continue
-                        self._settler.touched(path, now)
-                        self._consider(seen, now)
-            except Exception as exc:  # the scan is the safety net: log, rescan, retry
-                log.warning("watcher_error", error=f"{type(exc).__name__}: {exc}")
+        async for hints in watcher.watch(
+            [f.inbox for f in self.config.folders], self._stopping,
+            force_polling=cfg.force_polling, poll_delay_ms=cfg.poll_delay_ms,
+        ):
+            if hints.rescan:
                 self._rescan_now.set()
-                await wait_event(self._stopping, _WATCH_RETRY_S)
+            if not hints.paths:
+                continue
+            stats = await asyncio.to_thread(watcher.stat_all, hints.paths)
+            now = time.monotonic()
+            for path, seen in stats.items():
+                if seen is None:
+                    continue
+                self._settler.touched(path, now)
+                self._consider(seen, now)
 
     async def _settle_loop(self) -> None:
         while not self._stopping.is_set():

@@ -14,10 +14,13 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 import watchfiles
 
 from .identity import Identity
 from .inspect import describe_mode
+
+log = structlog.get_logger()
 
 # Names that careful writers use while a file is incomplete, and desktop junk.
 _IGNORED_PATTERNS = (
@@ -102,30 +105,119 @@ def stat_all(paths: Iterable[Path]) -> dict[Path, Seen | None]:
     return out
 
 
+@dataclass(frozen=True)
+class Hints:
+    """What the watcher saw: paths to look at, and whether a full rescan is due.
+
+    `rescan` is set whenever the watcher may have missed something: it was
+    (re)started, an inbox appeared or was replaced, or it failed.
+    """
+
+    paths: frozenset[Path]
+    rescan: bool = False
+
+
+_TICK_MS = 1000  # how often inboxes are checked for being deleted, recreated or remounted
+_RETRY_S = 5.0
+
+
+def _where(inboxes: list[Path]) -> dict[Path, tuple[int, int]]:
+    """(device, inode) of each inbox that exists now: what changes on a remount or rebuild."""
+    found: dict[Path, tuple[int, int]] = {}
+    for inbox in inboxes:
+        try:
+            st = os.stat(inbox)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            found[inbox] = (st.st_dev, st.st_ino)
+    return found
+
+
+def _undecodable(exc: BaseException) -> bool:
+    """watchfiles cannot report a name that is not UTF-8: it fails instead."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_undecodable(e) for e in exc.exceptions)
+    return "Unable to decode path" in str(exc)
+
+
 async def watch(
     inboxes: list[Path],
     stop_event: asyncio.Event,
     *,
     force_polling: bool,
     poll_delay_ms: int,
-) -> AsyncIterator[set[Path]]:
-    """Yield sets of inbox paths that were added or modified (not recursive)."""
+) -> AsyncIterator[Hints]:
+    """Yield hints about the inboxes until `stop_event` is set; never gives up.
+
+    An inbox deleted and recreated, remounted, or created after start is
+    watched again within a second (inotify watches the directory it was given,
+    not its name). The watcher is restarted after any failure, and each
+    restart asks for a rescan, since events may have been lost meanwhile.
+    """
     wanted = set(inboxes)
-    async for changes in watchfiles.awatch(
-        *inboxes,
-        stop_event=stop_event,
-        recursive=False,
-        force_polling=force_polling,
-        poll_delay_ms=poll_delay_ms,
-        debounce=200,
-        step=50,
-        ignore_permission_denied=True,
-    ):
-        paths = {
-            Path(raw)
-            for change, raw in changes
-            if change != watchfiles.Change.deleted
-        }
-        hints = {p for p in paths if p.parent in wanted and is_candidate(p.name)}
-        if hints:
-            yield hints
+    while not stop_event.is_set():
+        where = await asyncio.to_thread(_where, inboxes)
+        if not where:
+            await _wait(stop_event, _TICK_MS / 1000)
+            continue
+        restart = asyncio.Event()
+        rescan = True  # after (re)starting: reported with the first tick, once watching
+        try:
+            async for changes in watchfiles.awatch(
+                *where,
+                stop_event=_Either(stop_event, restart),
+                recursive=False,
+                force_polling=force_polling,
+                poll_delay_ms=poll_delay_ms,
+                debounce=200,
+                step=50,
+                rust_timeout=_TICK_MS,
+                yield_on_timeout=True,
+                ignore_permission_denied=True,
+            ):
+                paths = {Path(p) for change, p in changes if change != watchfiles.Change.deleted}
+                if any(Path(raw) in wanted for _, raw in changes) or (
+                    await asyncio.to_thread(_where, inboxes) != where
+                ):
+                    restart.set()  # an inbox itself was deleted, recreated or remounted
+                hints = frozenset(p for p in paths if p.parent in wanted and is_candidate(p.name))
+                if hints or rescan:
+                    yield Hints(hints, rescan)
+                rescan = False
+        except Exception as exc:
+            if _undecodable(exc):
+                # A file whose name is not UTF-8: the rescan (which reads names as
+                # bytes) picks it up; the watcher starts again at once.
+                log.debug("watcher_restarted", reason="a file name that is not UTF-8")
+                yield Hints(frozenset(), rescan=True)
+                continue
+            log.warning("watcher_error", error=f"{type(exc).__name__}: {exc}",
+                        hint="a full rescan runs now; the watcher starts again in 5 s")
+            yield Hints(frozenset(), rescan=True)
+            await _wait(stop_event, _RETRY_S)
+            continue
+        if not stop_event.is_set() and not restart.is_set():
+            log.warning("watcher_error", error="the file watcher stopped by itself",
+                        hint="a full rescan runs now; the watcher starts again")
+
+
+class _Either:
+    """An event that is set when either of two is (what awatch's stop_event needs)."""
+
+    def __init__(self, a: asyncio.Event, b: asyncio.Event) -> None:
+        self._a, self._b = a, b
+
+    def is_set(self) -> bool:
+        return self._a.is_set() or self._b.is_set()
+
+    def set(self) -> None:  # awatch sets its stop event when cancelled
+        self._b.set()
+
+
+async def _wait(event: asyncio.Event, timeout_s: float) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        pass

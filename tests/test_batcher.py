@@ -60,3 +60,16 @@ def test_a_large_file_does_not_hold_up_smaller_ones():
 def test_partial_batch_is_not_full():
     batch, rest = pack([Item("a", "a.pdf", 10)], LIMITS)
     assert batch and not rest and not is_full(batch, rest, LIMITS)
+
+
+def test_names_that_escape_alike_never_share_a_request():
+    """`q"uote.pdf` goes on the wire as `q%22uote.pdf`: the server could not tell them apart."""
+    from daemon.qonto import name_key
+
+    assert name_key('q"uote.pdf') == name_key("q%22uote.pdf")
+    assert name_key("e\u0301t\u00e9.pdf") == name_key("\u00e9t\u00e9.pdf")
+    assert name_key("a.pdf") != name_key("b.pdf")
+    a = Item("sha-a", name_key('q"uote.pdf'), 100)
+    b = Item("sha-b", name_key("q%22uote.pdf"), 100)
+    batch, rest = pack([a, b], LIMITS)
+    assert batch == [a] and rest == [b]

@@ -483,3 +483,16 @@ async def test_file_replaced_during_upload_is_not_filed_as_imported(ws, qonto, s
     assert sha256_of(done) == second
     assert (await journal_row(ws, second)).state == "done"
     assert await running.stop() == 0
+
+
+async def test_names_that_escape_alike_are_each_imported_under_their_own_id(ws, qonto, start):
+    emulator, url = qonto
+    a = ws.invoice('q"uote.pdf', "QUOTE")
+    b = ws.invoice("q%22uote.pdf", "PERCENT")
+    sha_a, sha_b = sha256_of(a), sha256_of(b)
+    cfg = ws.config(url, upload={"linger_seconds": 0.5})
+    assert await asyncio.wait_for((await start(cfg, once=True)).task, 30) == 0
+    ids = emulator.invoices_of(LOGIN)
+    assert (await journal_row(ws, sha_a)).invoice_id == ids[sha_a]
+    assert (await journal_row(ws, sha_b)).invoice_id == ids[sha_b]
+    assert emulator.requests == 2  # never in one request

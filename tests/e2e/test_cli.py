@@ -90,3 +90,38 @@ async def test_demo_runs(tmp_path: Path):
     code, out, err = await run_cli("demo", timeout_s=120)
     assert code == 0, err
     assert "invoice_id" in out and "unsupported_type" in out
+
+
+async def test_every_line_on_stdout_is_json_even_when_libraries_complain(ws, qonto):
+    """pypdf warns about a PDF with a wrong startxref: that must not break the JSON log."""
+    emulator, url = qonto
+    path = ws.invoice("odd.pdf", "ODD")
+    data = path.read_bytes()
+    cut = data.rindex(b"startxref")
+    path.write_bytes(data[:cut] + b"startxref\n123\n%%EOF\n")  # readers recover; pypdf warns
+    code, out, err = await run_cli(
+        "run", "--config", str(ws.write_toml(url, log={"level": "debug"})), "--once"
+    )
+    assert code == 0, err
+    assert err == ""
+    lines = out.splitlines()
+    assert lines and all(json.loads(line) for line in lines)
+    messages = [json.loads(line) for line in lines]
+    assert any(m["event"] == "library_message" and m["logger"].startswith("pypdf")
+               for m in messages)
+    assert sha256_of(ws.done / "odd.pdf") in emulator.invoices_of(LOGIN)
+
+
+async def test_lookup_prints_valid_utf8_for_any_name(ws, qonto):
+    _, url = qonto
+    raw = os.fsencode(ws.inbox) + b"/facture-\xff.pdf"
+    await asyncio.to_thread(Path(os.fsdecode(raw)).write_bytes, b"%PDF-1.7 not UTF-8\n%%EOF\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daemon", "lookup", "--config", str(ws.write_toml(url)), "--json",
+        os.fsdecode(raw), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **ENV},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    row = json.loads(out.decode("utf-8"))  # strict: valid UTF-8
+    assert row["path"].endswith("facture-\\xff.pdf") and row["state"] == "unknown"

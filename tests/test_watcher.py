@@ -1,0 +1,63 @@
+"""The watcher: inboxes that come and go, names that are not UTF-8, never dead in silence.
+
+Every test sets rescan_seconds to an hour: what is picked up is picked up by
+the watcher (or by the rescan it asks for when it had to start again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+from conftest import LOGIN, sha256_of, wait_for
+from test_service import events, names
+
+from daemon.samples import facturx_pdf
+
+HOUR = {"rescan_seconds": 3600.0}
+
+
+async def test_an_inbox_deleted_and_recreated_is_watched_again(ws, qonto, start, _logs):
+    emulator, url = qonto
+    running = await start(ws.config(url, watch=HOUR))
+    ws.invoice("before.pdf")
+    await wait_for(lambda: "before.pdf" in names(ws.done), what="before.pdf in done/")
+    await asyncio.to_thread(shutil.rmtree, ws.inbox)  # the share goes away...
+    ws.inbox.mkdir()  # ...and comes back, as a new directory
+    ws.invoice("after.pdf")
+    await wait_for(lambda: "after.pdf" in names(ws.done), timeout_s=15, what="after.pdf")
+    assert len(emulator.invoices_of(LOGIN)) == 2
+    assert not events(_logs, "watcher_error")
+    assert await running.stop() == 0
+
+
+async def test_an_inbox_created_after_start_is_watched(ws, qonto, start):
+    emulator, url = qonto
+    await asyncio.to_thread(shutil.rmtree, ws.inbox)
+    running = await start(ws.config(url, watch=HOUR))
+    await asyncio.sleep(0.2)
+    ws.inbox.mkdir()
+    ws.invoice("late.pdf")
+    await wait_for(lambda: "late.pdf" in names(ws.done), timeout_s=15, what="late.pdf")
+    assert await running.stop() == 0
+
+
+async def test_a_name_that_is_not_utf8_is_picked_up(ws, qonto, start, _logs):
+    emulator, url = qonto
+    running = await start(ws.config(url, watch=HOUR))
+    ws.invoice("first.pdf")
+    await wait_for(lambda: "first.pdf" in names(ws.done), what="first.pdf in done/")
+    src = facturx_pdf(ws.root / "src.pdf", "LATIN1")
+    raw_name = os.fsencode(ws.inbox) + b"/facture-\xe9t\xe9.pdf"  # Latin-1 from an old ERP
+    tmp = os.fsencode(ws.inbox) + b"/.facture.tmp"
+    await asyncio.to_thread(Path(os.fsdecode(tmp)).write_bytes, src.read_bytes())
+    os.rename(tmp, raw_name)
+    done_name = os.fsdecode(b"facture-\xe9t\xe9.pdf")
+    await wait_for(lambda: done_name in names(ws.done), timeout_s=15, what="the Latin-1 name")
+    assert sha256_of(src) in emulator.invoices_of(LOGIN)
+    ws.invoice("after.pdf")  # and the watcher is still alive
+    await wait_for(lambda: "after.pdf" in names(ws.done), timeout_s=15, what="after.pdf")
+    assert not events(_logs, "watcher_error")
+    assert await running.stop() == 0
