@@ -96,3 +96,22 @@ async def test_a_rejected_file_that_failed_cannot_take_is_not_sent_again(
     assert report["reason"] == "rejected_by_qonto" and "invoice number" in report["detail"]
     assert emulator.requests == 1
     assert await running.stop() == 0
+
+
+def test_each_filesystem_error_has_its_own_hint():
+    import errno
+    from pathlib import Path
+
+    from daemon.errors import os_hint
+
+    folder = Path("/srv/erp/done")
+    hints = {
+        code: os_hint(OSError(code, os.strerror(code)), folder)
+        for code in (errno.ENOSPC, errno.ENAMETOOLONG, errno.EACCES, errno.EROFS, errno.EIO)
+    }
+    assert "free some space" in hints[errno.ENOSPC]
+    assert "name is too long" in hints[errno.ENAMETOOLONG]
+    assert "permissions" in hints[errno.EACCES]
+    assert "read-only" in hints[errno.EROFS]
+    assert len(set(hints.values())) == len(hints)
+    assert all(str(folder) in h for h in hints.values())
