@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from . import __version__, config, inspect, logs
 from .errors import ConfigError, JournalError, UnsafeFile
 from .journal import Journal
 from .redact import Redactor
+from .service import Service
 
 # 75: a temporary failure (a full disk under the journal): systemd may restart.
 # 78: a person must act (configuration, an unusable journal): systemd must not.
@@ -66,10 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"qonto-invoice-daemon: {exc}: {exc.hint}", file=sys.stderr)
             return EX_TEMPFAIL if exc.temporary else EX_CONFIG
     logs.configure(cfg.log_format, cfg.log_level, redact=Redactor(cfg.secret_values()))
-    from .service import Service
 
     try:
-        return asyncio.run(Service(cfg, once=args.once).run())
+        return _serve(Service(cfg, once=args.once))
     except KeyboardInterrupt:
         return EX_OK
     except JournalError as exc:
@@ -82,6 +83,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             "daemon_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True
         )
         return EX_FAILED
+
+
+def _serve(service: Service) -> int:
+    """Run the service; after a second stop signal, exit without waiting for threads.
+
+    A blocking call still running in a worker thread (a hash on a hung share)
+    cannot be interrupted, and the event loop's shutdown would wait for it.
+    Everything the daemon records is committed or atomic by then, so the
+    process may end as it would after SIGKILL, only cleaner.
+    """
+    runner = asyncio.Runner()
+    try:
+        code = runner.run(service.run())
+    except BaseException:
+        runner.close()
+        raise
+    if service.forced:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    runner.close()
+    return code
 
 
 async def lookup(cfg: config.Config, paths: Sequence[Path], *, as_json: bool) -> int:

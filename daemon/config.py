@@ -197,7 +197,7 @@ def _read_secret(
             raise ConfigError(
                 f"{table._name(env_key)}: environment variable {env_name} is not set or empty"
             )
-        return Secret(value.strip())
+        return _secret(value.strip(), table._name(env_key))
     if file_name is not None:
         path = _resolve(base_dir, file_name)
         try:
@@ -208,10 +208,21 @@ def _read_secret(
             ) from None
         if not value:
             raise ConfigError(f"{table._name(file_key)}: {path} is empty")
-        return Secret(value)
+        return _secret(value, table._name(file_key))
     if required:
         raise ConfigError(f"{table._where}: set {env_key} or {file_key} for the secret key")
     return None
+
+
+def _secret(value: str, key: str) -> Secret:
+    # A secret goes into an HTTP header: a line break or control character there
+    # is refused by the HTTP library at every upload. Never repeat the value.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ConfigError(
+            f"{key}: the secret contains a line break or control character "
+            "(a file with more than one line?)"
+        )
+    return Secret(value)
 
 
 def _resolve(base_dir: Path, value: str) -> Path:

@@ -20,7 +20,9 @@ import itertools
 import json
 import os
 import re
+import socket
 import stat
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -29,8 +31,14 @@ from .identity import Identity
 
 SIDECAR_SUFFIX = ".error.json"
 # Hidden (watchers of the folder skip it) and short (any name fits beside it).
+# The host and pid say whose it is: daemons on other machines may share the folder.
 _TMP_PREFIX = ".qonto-invoice-daemon."
-_TMP_NAME = re.compile(r"\.qonto-invoice-daemon[.-](\d+)[.-]")  # [.-]: also the old form
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
+_TMP_NAME = re.compile(
+    r"\.qonto-invoice-daemon(?:\.(?:(?P<host>[A-Za-z0-9-]+)\.)?(?P<pid>\d+)\.\d+\.tmp"
+    r"|-(?P<old_pid>\d+)-.*)$"  # the second form: version 0.1.0's
+)
+_STALE_S = 24 * 3600  # a temporary this old is nobody's copy in progress
 _tmp_counter = itertools.count()
 # A share that refuses hard links says so with one of these; then we copy.
 _NO_LINKS = frozenset(
@@ -41,13 +49,21 @@ _MAX_EXT_BYTES = 16  # a longer "extension" is part of the name, not a type
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    """Make a name change durable, as far as the folder allows.
+
+    Best effort: a drop-box folder the daemon may write but not read, or a
+    share that refuses fsync on directories, cannot be synced, and the link or
+    rename that came before stands all the same. Failing here would leave a
+    file placed but reported as not moved, and the next try would file it twice.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
-    except OSError as exc:
-        # Some network filesystems refuse fsync on directories; the rename stands.
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
@@ -109,7 +125,9 @@ class _Placement:
         self.judged = check(src, expect)
         self._link = True
         self._tmp: Path | None = None
-        self.copied = False
+        # What the original must still be when it is removed: as judged, or, once
+        # linked, as the link left it (a link changes the inode's ctime).
+        self._expected = self.judged
 
     def place(self, dest: Path) -> None:
         """Make `dest` hold the file; FileExistsError if the name is taken."""
@@ -122,18 +140,20 @@ class _Placement:
                 self._link = False
             else:
                 linked = Identity.lstat(dest)
-                if (linked.dev, linked.ino) != (self.judged.dev, self.judged.ino):
-                    _unlink_quietly(dest)  # replaced just before the link
+                if (linked.dev, linked.ino, linked.size, linked.mtime_ns) != (
+                    self.judged.dev, self.judged.ino, self.judged.size, self.judged.mtime_ns
+                ):
+                    _unlink_quietly(dest)  # changed just before the link
                     raise FileChanged(str(self.src))
+                self._expected = linked
                 return
         if self._tmp is None:
             self._tmp = self._copy()
         _claim(self._tmp, dest)
-        self.copied = True
 
     def _copy(self) -> Path:
         """Copy the original under a hidden name, fsynced, checking it did not change."""
-        tmp = self.directory / f"{_TMP_PREFIX}{os.getpid()}.{next(_tmp_counter)}.tmp"
+        tmp = self.directory / _tmp_name()
         fin = os.open(self.src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             st = os.fstat(fin)
@@ -158,16 +178,23 @@ class _Placement:
         return tmp
 
     def finish(self, dest: Path) -> None:
-        """Remove the original (it is now at `dest`) and the temporary copy."""
+        """Remove the original (it is now at `dest`) and the temporary copy.
+
+        Raises FileChanged, after removing `dest`, if the original was written
+        to meanwhile (a slow share makes the copy and its fsync take a while):
+        then the file at dest is not the file that is there now.
+        """
         self.abandon()
         fsync_dir(dest.parent)
         try:
             now = Identity.lstat(self.src)
         except FileNotFoundError:
             return  # someone else moved or deleted it: the copy at dest is the one left
-        same = (now.dev, now.ino) == (self.judged.dev, self.judged.ino)
-        if not same:
+        if (now.dev, now.ino) != (self._expected.dev, self._expected.ino):
             return  # a new file took the name meanwhile: it is not ours to remove
+        if now != self._expected:
+            _unlink_quietly(dest)  # rewritten in place: not what was judged
+            raise FileChanged(str(self.src))
         try:
             os.unlink(self.src)
         except FileNotFoundError:
@@ -200,9 +227,19 @@ def _claim(tmp: Path, dest: Path) -> None:
         if exc.errno not in _NO_LINKS:
             raise
     # No hard links here: take the name with an exclusive create, then rename
-    # our copy over our own placeholder.
-    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-    os.rename(tmp, dest)
+    # our copy over our own placeholder (removed again if the rename fails).
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        placeholder = Identity.of(os.fstat(fd))
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if Identity.lstat(dest) == placeholder:
+                os.unlink(dest)
+        raise
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -244,7 +281,7 @@ def fail_into(
     """
     directory.mkdir(parents=True, exist_ok=True)
     placement = _Placement(src, directory, expect)
-    sidecar_tmp = directory / f"{_TMP_PREFIX}{os.getpid()}.{next(_tmp_counter)}.tmp"
+    sidecar_tmp = directory / _tmp_name()
     try:
         body = json.dumps(report, ensure_ascii=False, indent=2) + "\n"
         _write_synced(sidecar_tmp, body)
@@ -254,16 +291,21 @@ def fail_into(
             sidecar = directory / (name + SIDECAR_SUFFIX)
             if os.path.lexists(dest):
                 continue
+            taken_over = False
             try:
                 _claim(sidecar_tmp, sidecar)
             except FileExistsError:
                 if os.path.lexists(dest) or not _orphan_of(sidecar, report.get("sha256")):
                     continue
                 os.replace(sidecar_tmp, sidecar)  # our own orphan: take it over
+                taken_over = True
             try:
                 placement.place(dest)
             except FileExistsError:
-                _unlink_quietly(sidecar)
+                # Someone placed a file there first. A sidecar we took over describes
+                # the same content, so it stays with that file; a fresh one was ours.
+                if not taken_over:
+                    _unlink_quietly(sidecar)
                 _write_synced(sidecar_tmp, body)
                 continue
             except BaseException:
@@ -301,11 +343,16 @@ def _write_synced(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
 
 
+def _tmp_name() -> str:
+    return f"{_TMP_PREFIX}{_HOST}.{os.getpid()}.{next(_tmp_counter)}.tmp"
+
+
 def clean_temporaries(directory: Path) -> int:
     """Remove the temporary copies a killed daemon left in `directory`.
 
-    Only our own hidden names are touched, and only those whose process is
-    gone (another daemon sharing the folder may be copying right now).
+    Only our own hidden names are touched: those of this machine whose
+    process is gone (another daemon sharing the folder may be copying right
+    now), and those of any machine that are a day old.
     """
     removed = 0
     try:
@@ -316,8 +363,13 @@ def clean_temporaries(directory: Path) -> int:
         match = _TMP_NAME.match(entry.name)
         if match is None or not entry.is_file(follow_symlinks=False):
             continue
-        pid = int(match.group(1))
-        if pid != os.getpid() and _alive(pid):
+        pid = int(match.group("pid") or match.group("old_pid"))
+        mine = match.group("host") in (None, _HOST)
+        try:
+            stale = time.time() - entry.stat(follow_symlinks=False).st_ctime > _STALE_S
+        except OSError:
+            continue
+        if not stale and not (mine and (pid == os.getpid() or not _alive(pid))):
             continue
         with contextlib.suppress(OSError):
             os.unlink(entry.path)
@@ -335,30 +387,45 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def copy_candidates(directory: Path, name: str, size: int) -> list[Path]:
+    """Files in `directory` that could be `name` filed there: same size, a name made from it."""
+    stem = os.path.splitext(os.fsencode(name))[0][:64]
+    found: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return found
+    for entry in entries:
+        if not os.fsencode(entry.name).startswith(stem) or entry.name.endswith(SIDECAR_SUFFIX):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_size == size:
+            found.append(Path(entry.path))
+    return found
+
+
+def sha256_of(path: Path) -> str | None:
+    """The file's SHA-256, or None if it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def find_copy(directory: Path, name: str, sha256: str, size: int) -> Path | None:
     """A file in `directory` with this content under `name` or a name made from it.
 
     Recognises a move that a kill interrupted after the copy got its name.
     Only files of the same size whose name starts like `name` are hashed.
     """
-    stem = os.path.splitext(os.fsencode(name))[0][:64]
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return None
-    for entry in entries:
-        if not os.fsencode(entry.name).startswith(stem) or entry.name.endswith(SIDECAR_SUFFIX):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-                continue
-            digest = hashlib.sha256()
-            with open(entry.path, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    digest.update(chunk)
-        except OSError:
-            continue
-        if digest.hexdigest() == sha256:
-            return Path(entry.path)
+    for candidate in copy_candidates(directory, name, size):
+        if sha256_of(candidate) == sha256:
+            return candidate
     return None

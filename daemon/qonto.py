@@ -135,7 +135,7 @@ class QontoClient:
             raise Transient(f"no answer within {self._timeout.total:g} s") from None
         except aiohttp.ClientError as exc:
             # `from None`: the cause's text and headers never ride along in a traceback.
-            raise Transient(f"connection failed: {self._redact(_describe(exc))}") from None
+            raise Transient(f"connection failed: {_describe(exc, self._redact)}") from None
         if status == 200:
             parsed = _parse_success(raw, headers.get("Content-Type", ""), self._redact)
             return _match(files, parsed, self._redact)
@@ -144,8 +144,8 @@ class QontoClient:
         raise classify_http(status, headers, errors, _snippet(raw, self._redact))
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+def _describe(exc: BaseException, redact: Redactor) -> str:
+    text = redact(str(exc) or type(exc).__name__)  # cleaned before it is cut
     return text if len(text) < 300 else text[:300] + "..."
 
 
@@ -167,8 +167,12 @@ def _parse_errors(raw: bytes, redact: Redactor) -> list[dict[str, Any]]:
     errors = doc.get("errors") if isinstance(doc, dict) else None
     if not isinstance(errors, list):
         return []
+    # Every value becomes cleaned text: a proxy may nest what it echoes in objects.
     return [
-        {k: redact(v) if isinstance(v, str) else v for k, v in e.items()}
+        {
+            k: redact(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
+            for k, v in e.items()
+        }
         for e in errors
         if isinstance(e, dict)
     ]

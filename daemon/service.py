@@ -83,6 +83,11 @@ class Service:
         log.info("daemon_stopping", reason=reason, grace_s=self.config.shutdown_grace_s)
         self._stopping.set()
 
+    @property
+    def forced(self) -> bool:
+        """A second stop request came: nothing more is waited for."""
+        return self._forced.is_set()
+
     def _status(self) -> None:
         log.info(
             "daemon_status",
@@ -254,9 +259,7 @@ class Service:
             folder = self._folders.get(record.path.parent)
             if folder is None or await asyncio.to_thread(os.path.lexists, record.path):
                 continue  # still in its inbox: the scan finds it and moves it without uploading
-            found = await asyncio.to_thread(
-                mover.find_copy, folder.done, record.path.name, record.sha256, record.size
-            )
+            found = await self._find_copy(folder.done, record.path.name, record.sha256, record.size)
             if found is not None:
                 await journal.mark_done(record.org, record.sha256, found)
                 marked += 1
@@ -265,6 +268,16 @@ class Service:
                 "journal_reconciled", requeued=requeued, marked_done=marked,
                 temporaries_removed=removed,
             )
+
+    async def _find_copy(self, directory: Path, name: str, sha256: str, size: int) -> Path | None:
+        """mover.find_copy, one file per thread call, so that a stop is heard between files."""
+        candidates = await asyncio.to_thread(mover.copy_candidates, directory, name, size)
+        for candidate in candidates:
+            if self._stopping.is_set():
+                return None
+            if await asyncio.to_thread(mover.sha256_of, candidate) == sha256:
+                return candidate
+        return None
 
     # -- discovery -----------------------------------------------------------------
 
@@ -549,10 +562,11 @@ class Service:
 
     def _release(self, path: Path, *, failed: bool = False, left: bool = False) -> None:
         """A file leaves the daemon's hands: filed, dropped, or left for the next run."""
+        if path in self._active:  # counted once, however many parts report it
+            self.failed_files += failed
+            self.left_files += left
         self._active.discard(path)
         self._unfinished.forget(path)
-        self.failed_files += failed
-        self.left_files += left
         self._release_twins(path, left=left)
 
     def _release_twins(self, path: Path, *, left: bool) -> None:

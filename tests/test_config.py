@@ -172,3 +172,13 @@ def test_a_base_url_with_credentials_is_refused_without_repeating_it(
     err = config_error(tmp_path, text, capsys)
     assert "qonto.base_url" in err
     assert "s3cr3t-in-url" not in err and "notaport" not in err
+
+
+def test_a_secret_with_a_line_break_is_refused_without_repeating_it(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("first-line-s3cr3t\nsecond-line\n", encoding="utf-8")
+    text = MINIMAL.replace('secret_key_env = "QONTO_SECRET_KEY"', f'secret_key_file = "{secret}"')
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    assert "qonto.secret_key_file" in str(caught.value) and "line break" in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)

@@ -296,3 +296,96 @@ def test_find_copy_recognises_a_complete_copy(tmp_path):
     sha = hashlib.sha256(b"content").hexdigest()
     assert mover.find_copy(done, "inv.pdf", sha, 7) == done / "inv-2.pdf"
     assert mover.find_copy(done, "zzz.pdf", sha, 7) is None
+
+
+def test_rewritten_in_place_during_a_copy_keeps_the_new_content(tmp_path, tmpfs):
+    """A slow share: the ERP rewrites the file (same inode) between the copy and the removal."""
+    other = tmpfs()
+    src = tmp_path / "a.pdf"
+    src.write_bytes(b"%PDF old version")
+    placement = mover._Placement(src, other, Identity.lstat(src))
+    placement.place(other / "a.pdf")
+    with src.open("r+b") as fh:
+        fh.write(b"%PDF new version")
+    with pytest.raises(FileChanged):
+        placement.finish(other / "a.pdf")
+    assert src.read_bytes() == b"%PDF new version"  # the new content is not lost
+    assert list(other.iterdir()) == []  # and the old is not filed in its place
+
+
+def test_rewritten_in_place_after_the_link_is_not_filed(tmp_path):
+    done = tmp_path / "done"
+    done.mkdir()
+    src = tmp_path / "a.pdf"
+    src.write_bytes(b"%PDF old version")
+    placement = mover._Placement(src, done, Identity.lstat(src))
+    placement.place(done / "a.pdf")  # a hard link: both names, one inode
+    with src.open("r+b") as fh:
+        fh.write(b"%PDF new version")
+    with pytest.raises(FileChanged):
+        placement.finish(done / "a.pdf")
+    assert src.read_bytes() == b"%PDF new version" and list(done.iterdir()) == []
+
+
+def test_a_failed_rename_on_a_share_without_links_leaves_no_empty_file(tmp_path, monkeypatch):
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    real_rename = os.rename
+
+    def broken_rename(a, b, *args, **kwargs):
+        if ".qonto-invoice-daemon." in os.fspath(a):
+            raise OSError(errno.EIO, "Input/output error")  # the share dropped
+        return real_rename(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", no_links)
+    monkeypatch.setattr(os, "rename", broken_rename)
+    done = tmp_path / "done"
+    src = tmp_path / "c.pdf"
+    src.write_bytes(b"data")
+    for _ in range(3):
+        with pytest.raises(OSError):
+            mover.move_into(src, done)
+    assert list(done.iterdir()) == [] and src.read_bytes() == b"data"
+
+
+def test_a_folder_that_cannot_be_synced_still_gets_exactly_one_copy(tmp_path):
+    """A drop-box done/ (writable, not readable) as an unprivileged user: one move, one file."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to act as an unprivileged user")
+    box = Path(tempfile.mkdtemp(prefix="qid-dropbox-"))  # pytest's own tmp is root-only
+    os.chmod(box, 0o755)
+    inbox = box / "in"
+    done = box / "done"
+    inbox.mkdir()
+    done.mkdir()
+    (inbox / "a.pdf").write_bytes(b"%PDF data")
+    for path in (box, inbox, done, inbox / "a.pdf"):
+        os.chown(path, 65534, 65534)
+    os.chmod(done, 0o333)
+    code = (
+        "import sys; from pathlib import Path; from daemon import mover; "
+        f"print(mover.move_into(Path({str(inbox / 'a.pdf')!r}), Path({str(done)!r})))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+         code], capture_output=True, text=True, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    os.chmod(done, 0o755)
+    try:
+        assert os.listdir(done) == ["a.pdf"] and not (inbox / "a.pdf").exists()
+    finally:
+        shutil.rmtree(box)
+
+
+def test_temporaries_of_other_machines_are_left_to_them(tmp_path):
+    done = tmp_path / "done"
+    done.mkdir()
+    theirs = done / ".qonto-invoice-daemon.other-host.1.0.tmp"  # pid 1 here is not theirs
+    theirs.write_bytes(b"a copy in progress on another machine")
+    assert mover.clean_temporaries(done) == 0 and theirs.exists()

@@ -194,3 +194,37 @@ async def test_body_size_is_exact():
     await build_body(files).write(sink)  # type: ignore[arg-type]
     expected = body_size((f.file_name, f.content_type, len(f.data)) for f in files)
     assert len(sink.data) == expected
+
+
+SECRET = "s3cr3t-k3y-value"
+
+
+@pytest.fixture
+async def redacting() -> AsyncIterator[QontoClient]:
+    from daemon.redact import Redactor
+
+    org = Organization(BASE, "acme-1", Secret(SECRET))
+    async with aiohttp.ClientSession() as session:
+        yield QontoClient(session, org, aiohttp.ClientTimeout(total=2), Redactor([SECRET]))
+
+
+async def test_secrets_nested_in_an_error_body_are_cleaned(redacting):
+    echoed = {"Authorization": f"acme-1:{SECRET}"}
+    with aioresponses() as m:
+        m.post(URL, status=422, payload={"errors": [
+            {"code": ["invalid", echoed], "detail": {"echo": echoed}, "title": {"h": echoed}},
+        ]})
+        with pytest.raises(Rejected) as caught:
+            await redacting.upload([up("a.pdf")])
+    exc = caught.value
+    for text in (str(exc), exc.detail, exc.code):
+        assert "s3cr3t" not in text and "[redacted]" in text
+
+
+async def test_a_long_connection_error_is_cleaned_before_it_is_cut(redacting):
+    text = "x" * 280 + f"acme-1:{SECRET}"  # the secret straddles the 300-character cut
+    with aioresponses() as m:
+        m.post(URL, exception=aiohttp.ClientPayloadError(text))
+        with pytest.raises(Transient) as caught:
+            await redacting.upload([up("a.pdf")])
+    assert "s3cr3t" not in str(caught.value) and "s3cr" not in str(caught.value)

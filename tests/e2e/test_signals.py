@@ -111,16 +111,60 @@ async def test_start_up_reconciliation_honours_sigterm(ws: Workspace, qonto):
     assert log_events(log)[-1]["event"] == "daemon_stopped"
 
 
-async def test_a_second_stop_request_ends_start_up_at_once(ws: Workspace, qonto, start, _logs):
-    """Whatever start-up is doing (here: hashing a big done/), the second request ends it."""
+async def test_a_second_stop_request_ends_start_up_at_once(
+    ws: Workspace, qonto, start, _logs, monkeypatch
+):
+    """Whatever start-up is blocked on, the second request ends it without waiting."""
+    import threading
+
+    from daemon import mover
+
     _, url = qonto
-    await long_reconciliation(ws)
+    release = threading.Event()
+    entered = threading.Event()
+
+    def stuck(directory: Path) -> int:  # a start-up step stuck on a hung share
+        entered.set()
+        release.wait(60)
+        return 0
+
+    monkeypatch.setattr(mover, "clean_temporaries", stuck)
     running = await start(ws.config(url))
-    await wait_for(lambda: any(e["event"] == "daemon_started" for e in _logs),
-                   what="daemon_started")
-    running.service.request_stop("SIGTERM")
-    running.service.request_stop("SIGTERM")
-    assert await asyncio.wait_for(running.task, 10) == 0
-    assert imported_rows(ws.db) > 100
+    try:
+        await wait_for(entered.is_set, what="start-up to block")
+        running.service.request_stop("SIGTERM")
+        running.service.request_stop("SIGTERM")
+        assert await asyncio.wait_for(asyncio.shield(running.task), 10) == 0
+        assert not release.is_set()  # it ended while the step was still blocked
+    finally:
+        release.set()
     stopping = [e for e in _logs if e["event"] == "daemon_stopping"]
     assert [e.get("forced", False) for e in stopping] == [False, True]
+
+
+async def test_a_second_sigterm_ends_the_process_at_once(ws: Workspace, qonto):
+    """The real process, stuck in one long blocking step (hashing a huge file in done/)."""
+    _, url = qonto
+    size = 64 * 1024**3  # sparse: no disk space, but a hash of it takes far longer than the test
+    ws.done.mkdir(parents=True)
+    with (ws.done / "x-1.pdf").open("wb") as fh:
+        fh.truncate(size)
+    journal = await Journal.open(ws.db)
+    try:
+        await journal.enqueue(LOGIN, "ab" * 32, ws.inbox / "x.pdf", "x.pdf", size)
+        await journal.record_imported(LOGIN, {"ab" * 32: "id-1"})
+    finally:
+        await journal.close()
+    log = ws.root / "daemon.log"
+    proc = await daemon(ws.write_toml(url), log)
+    try:
+        await wait_for(lambda: seen(log, "daemon_started"), what="daemon_started")
+        proc.send_signal(signal.SIGTERM)
+        await wait_for(lambda: seen(log, "daemon_stopping"), what="the first signal taken")
+        assert proc.returncode is None  # the first one waits for the step to end
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
