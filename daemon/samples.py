@@ -100,3 +100,36 @@ def facturx_pdf(path: Path, number: str, net_cents: int = 10000, **fields: str) 
     finally:
         src.unlink(missing_ok=True)
     return path
+
+
+def slow_pdf(decoded_bytes: int = 20_000_000) -> bytes:
+    """A small, valid PDF that takes pypdf a long time to read: a hostile input for tests.
+
+    Its embedded `factur-x.xml` is a Flate stream with a PNG predictor of one
+    column, which pypdf undoes in a pure-Python loop, row by row.
+    """
+    import zlib
+
+    rows = b"\x00\x00" * (decoded_bytes // 2)  # predictor byte + one column, per row
+    stream = zlib.compress(rows, 9)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R /Names << /EmbeddedFiles << /Names "
+        b"[(factur-x.xml) 4 0 R] >> >> >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>",
+        b"<< /Type /Filespec /F (factur-x.xml) /UF (factur-x.xml) /EF << /F 5 0 R >> >>",
+        b"<< /Type /EmbeddedFile /Length %d /Filter /FlateDecode "
+        b"/DecodeParms << /Predictor 12 /Columns 1 >> >>\nstream\n" % len(stream)
+        + stream + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.7\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, xref)
+    return bytes(out)

@@ -1,0 +1,113 @@
+"""Parsing untrusted PDFs where a slow or greedy file can be stopped: worker processes.
+
+A crafted PDF can keep pypdf busy for minutes and take gigabytes. A thread
+could never be stopped, so each parse runs in a worker process of its own
+small pool, with an address-space limit set when the worker starts and a time
+limit enforced from here: a worker past either is killed and replaced. The
+daemon never waits for a parse to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from .invoice_xml import Invoice, read_invoice
+
+
+class ParseFailed(Exception):
+    """The PDF could not be read within the limits; the message says why."""
+
+
+def _limit_memory(limit_bytes: int) -> None:
+    """In the worker, before any parse: a parse that wants more fails with MemoryError."""
+    import resource
+
+    if limit_bytes > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    # The daemon stops its workers itself; a Ctrl-C on the terminal is not for them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _warm_up() -> int:
+    """Import the parsing stack once, so the first real parse is not charged for it."""
+    import facturx  # noqa: F401
+    import pypdf  # noqa: F401
+
+    return os.getpid()
+
+
+class _Worker:
+    """One worker process, started on first use and replaced after a kill."""
+
+    def __init__(self, memory_bytes: int) -> None:
+        self._memory_bytes = memory_bytes
+        self._pool: ProcessPoolExecutor | None = None
+        self._pid: int | None = None
+
+    async def parse(self, data: bytes, check_xsd: bool) -> Invoice:
+        if self._pool is None:
+            # forkserver: never fork the daemon itself (threads, sockets, SQLite).
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_limit_memory,
+                initargs=(self._memory_bytes,),
+            )
+            self._pid = await asyncio.wrap_future(self._pool.submit(_warm_up))
+        return await asyncio.wrap_future(self._pool.submit(read_invoice, data, check_xsd))
+
+    def kill(self) -> None:
+        pool, pid = self._pool, self._pid
+        self._pool = self._pid = None
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+class ParserPool:
+    """`workers` parsers; `parse()` waits for a free one, then at most `timeout_s`."""
+
+    def __init__(self, workers: int, timeout_s: float, memory_mb: int) -> None:
+        self._timeout_s = timeout_s
+        self._workers = [_Worker(memory_mb * 1024 * 1024) for _ in range(workers)]
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        for worker in self._workers:
+            self._idle.put_nowait(worker)
+
+    async def parse(self, data: bytes, *, check_xsd: bool = True) -> Invoice:
+        """The invoice XML of a PDF; ParseFailed when it cannot be read within the limits."""
+        worker = await self._idle.get()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await worker.parse(data, check_xsd)
+        except TimeoutError:
+            worker.kill()
+            raise ParseFailed(
+                f"reading the PDF took longer than {self._timeout_s:g} s "
+                "([validation] parse_timeout_seconds)"
+            ) from None
+        except BrokenProcessPool:
+            worker.kill()
+            raise ParseFailed("the PDF parser stopped (out of memory, or crashed)") from None
+        except MemoryError:
+            worker.kill()  # a fresh worker for the next file
+            raise ParseFailed("reading the PDF needs more memory than allowed") from None
+        except asyncio.CancelledError:
+            worker.kill()  # stopping: never wait for a parse
+            raise
+        except Exception as exc:  # what pypdf says about a PDF it cannot read
+            raise ParseFailed(f"the PDF cannot be read: {type(exc).__name__}: {exc}") from None
+        finally:
+            self._idle.put_nowait(worker)
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.kill()

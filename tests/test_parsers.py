@@ -1,0 +1,66 @@
+"""Parser workers: a slow or greedy PDF is stopped, and the next file is read as usual."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from daemon.parsers import ParseFailed, ParserPool
+from daemon.samples import facturx_pdf, slow_pdf
+
+
+@pytest.fixture
+async def pool():
+    parsers = ParserPool(workers=2, timeout_s=1.0, memory_mb=512)
+    yield parsers
+    parsers.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed child stays a zombie until reaped: count it as gone.
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+async def test_a_slow_pdf_is_stopped_and_others_go_on(pool, tmp_path):
+    good = facturx_pdf(tmp_path / "g.pdf", "G-1").read_bytes()
+    slow = asyncio.ensure_future(pool.parse(slow_pdf(60_000_000)))  # ~10 s of pypdf work
+    for _ in range(3):  # meanwhile the other worker reads ordinary files
+        assert (await pool.parse(good)).number == "G-1"
+    with pytest.raises(ParseFailed, match="longer than 1 s"):
+        await slow
+    assert (await pool.parse(good)).number == "G-1"  # a fresh worker took its place
+
+
+async def test_a_pdf_that_wants_too_much_memory_is_stopped(tmp_path):
+    greedy = ParserPool(workers=1, timeout_s=30.0, memory_mb=150)
+    try:
+        with pytest.raises(ParseFailed):
+            await greedy.parse(slow_pdf(70_000_000))  # 70 MB decoded, and copies of it
+        good = facturx_pdf(tmp_path / "g.pdf", "G-2").read_bytes()
+        assert (await greedy.parse(good)).number == "G-2"
+    finally:
+        greedy.close()
+
+
+async def test_a_cancelled_parse_kills_its_worker(pool):
+    task = asyncio.ensure_future(pool.parse(slow_pdf(60_000_000)))
+    from conftest import wait_for
+
+    await wait_for(lambda: any(w._pid for w in pool._workers), what="the worker to start")
+    pid = next(w._pid for w in pool._workers if w._pid)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_for(lambda: not alive(pid), timeout_s=10, what="the worker to be killed")
+
+
+async def test_what_pypdf_cannot_read_is_a_parse_failure(pool):
+    with pytest.raises(ParseFailed, match="cannot be read"):
+        await pool.parse(b"%PDF-1.7\nnot really a pdf\n%%EOF\n")
