@@ -60,12 +60,26 @@ class Organization:
         return self.login
 
 
+FACTURX_POLICIES = ("warn", "require", "off")
+DUPLICATE_NUMBER_POLICIES = ("fail", "warn", "off")
+
+
 @dataclass(frozen=True)
 class Folder:
     inbox: Path
     done: Path
     failed: Path
     org: Organization
+    facturx: str = "warn"  # [validation] facturx, or the folder's own
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    facturx: str = "warn"
+    duplicate_number: str = "fail"
+    parse_timeout_s: float = 10.0
+    parse_memory_mb: int = 512
+    parse_workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,7 @@ class Config:
     folders: tuple[Folder, ...]
     watch: WatchConfig = WatchConfig()
     upload: UploadConfig = UploadConfig()
+    validation: ValidationConfig = ValidationConfig()
     shutdown_grace_s: float = 20.0
     log_format: str = "auto"
     log_level: str = "info"
@@ -304,7 +319,8 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
 
 def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path) -> Config:
     top = _Table(raw, "")
-    for name in ("qonto", "database", "watch", "upload", "service", "log", "folders"):
+    for name in ("qonto", "database", "watch", "upload", "validation", "service", "log",
+                 "folders"):
         top._used.add(name)
     top.finish()
 
@@ -362,6 +378,22 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
             "upload.auth_pause_max_seconds must be at least auth_pause_initial_seconds"
         )
 
+    val = _section(raw, "validation")
+    validation = ValidationConfig(
+        facturx=_choice(val, "facturx", FACTURX_POLICIES, ValidationConfig.facturx),
+        duplicate_number=_choice(
+            val, "duplicate_number", DUPLICATE_NUMBER_POLICIES, ValidationConfig.duplicate_number
+        ),
+        parse_timeout_s=val.positive(
+            "parse_timeout_seconds", float, ValidationConfig.parse_timeout_s
+        ),
+        parse_memory_mb=val.positive("parse_memory_mb", int, ValidationConfig.parse_memory_mb),
+        parse_workers=val.positive("parse_workers", int, ValidationConfig.parse_workers),
+    )
+    val.finish()
+    if validation.parse_memory_mb < 128:
+        raise ConfigError("validation.parse_memory_mb must be at least 128 (the parser's own size)")
+
     service = _section(raw, "service")
     grace_s = _non_negative(service, "shutdown_grace_seconds", 20.0)
     service.finish()
@@ -377,7 +409,7 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
         )
     log.finish()
 
-    folders = _folders(raw.get("folders"), env, base_dir, main_org)
+    folders = _folders(raw.get("folders"), env, base_dir, main_org, validation.facturx)
     for index, folder in enumerate(folders):
         if _within(db_path, folder.inbox):
             raise ConfigError(
@@ -389,10 +421,19 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
         folders=folders,
         watch=watch,
         upload=upload,
+        validation=validation,
         shutdown_grace_s=grace_s,
         log_format=log_format,
         log_level=log_level,
     )
+
+
+def _choice(table: _Table, key: str, choices: tuple[str, ...], default: str) -> str:
+    value = table.get(key, str, default)
+    if value not in choices:
+        allowed = ", ".join(f'"{c}"' for c in choices)
+        raise ConfigError(f'{table._name(key)} must be one of {allowed}, got "{value}"')
+    return value
 
 
 def _non_negative(table: _Table, key: str, default: float) -> float:
@@ -403,7 +444,7 @@ def _non_negative(table: _Table, key: str, default: float) -> float:
 
 
 def _folders(
-    raw: object, env: Mapping[str, str], base_dir: Path, main_org: Organization
+    raw: object, env: Mapping[str, str], base_dir: Path, main_org: Organization, facturx: str
 ) -> tuple[Folder, ...]:
     if raw is None:
         raise ConfigError("missing [[folders]]: configure at least one inbox")
@@ -419,6 +460,7 @@ def _folders(
         inbox = _resolve(base_dir, table.get("inbox", str, required=True))
         done = _resolve(base_dir, table.get("done", str, required=True))
         failed = _resolve(base_dir, table.get("failed", str, required=True))
+        policy = _choice(table, "facturx", FACTURX_POLICIES, facturx)
         org = _organization(table, env, base_dir, parent=main_org)
         table.finish()
         known = logins.setdefault(org.key, org)
@@ -429,7 +471,7 @@ def _folders(
             )
         if len({inbox, done, failed}) != 3:
             raise ConfigError(f"{where}: inbox, done and failed must be three different folders")
-        folders.append(Folder(inbox=inbox, done=done, failed=failed, org=org))
+        folders.append(Folder(inbox=inbox, done=done, failed=failed, org=org, facturx=policy))
     _check_overlaps(folders)
     return tuple(folders)
 

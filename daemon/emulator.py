@@ -39,6 +39,7 @@ class Faults:
     rate_limited: float = 0.0  # 429
     retry_after_s: float | None = None  # sent with 429 when set
     server_error: float = 0.0  # 500/502/503/504
+    server_error_first: int = 0  # the first N requests get a 5xx, whatever the odds
     drop_before: float = 0.0  # connection closed before anything is created
     drop_after: float = 0.0  # invoices created, then the connection is closed
     slow: float = 0.0  # invoices created, then the answer waits slow_s
@@ -130,6 +131,8 @@ class Emulator:
             return self._fail(
                 request, 403, "forbidden", "Bulk import is not available for this organization."
             )
+        if self.requests <= faults.server_error_first:
+            return self._server_error(request)
         roll = self._rng.random()
         for chance, status in ((faults.rate_limited, 429), (faults.server_error, 0)):
             if roll < chance:
@@ -139,14 +142,7 @@ class Emulator:
                         headers["Retry-After"] = f"{faults.retry_after_s:g}"
                     return self._fail(request, 429, "too_many_requests", "Rate limit exceeded.",
                                       headers)
-                status = self._rng.choice((500, 502, 503, 504))
-                if faults.echo_headers:
-                    return web.Response(
-                        status=status, content_type="text/html",
-                        text="<html><body><h1>Bad Gateway</h1><p>Your request:</p><pre>"
-                        f"{html.escape(_dump(request))}</pre></body></html>",
-                    )
-                return _error(status, "internal_server_error", "Something went wrong.")
+                return self._server_error(request)
             roll -= chance
         if roll < faults.drop_before:
             return _drop(request)
@@ -166,6 +162,16 @@ class Emulator:
         if roll < faults.slow:
             await asyncio.sleep(faults.slow_s)
         return web.json_response({"client_invoices": created})
+
+    def _server_error(self, request: web.Request) -> web.Response:
+        status = self._rng.choice((500, 502, 503, 504))
+        if self.faults.echo_headers:
+            return web.Response(
+                status=status, content_type="text/html",
+                text="<html><body><h1>Bad Gateway</h1><p>Your request:</p><pre>"
+                f"{html.escape(_dump(request))}</pre></body></html>",
+            )
+        return _error(status, "internal_server_error", "Something went wrong.")
 
     def _fail(
         self,

@@ -16,6 +16,7 @@ from . import mover
 from .config import Folder
 from .errors import FileChanged, os_hint
 from .identity import Identity
+from .invoice_xml import Invoice
 from .journal import Journal
 
 log = structlog.get_logger()
@@ -92,22 +93,26 @@ class Filing:
         folder: Folder,
         path: Path,
         *,
-        sha256: str,
+        sha256: str | None,
         file_name: str,
         size: int,
         reason: str,
         detail: str,
         expect: Identity,
         recovered: bool = False,
+        invoice: Invoice | None = None,
         **extra: object,
     ) -> Path | None:
         """Record a rejection, then move the file into failed/ with its sidecar.
 
         When the move fails the rejection stays recorded against the file in
         its inbox: it is not sent again, and the move is retried at the next scan.
+        A file judged by its size alone has no `sha256` and no journal row.
         """
         org = folder.org.key
-        await self._journal.mark_failed(org, sha256, path, file_name, size, f"{reason}: {detail}")
+        error = f"{reason}: {detail}"
+        if sha256 is not None:
+            await self._journal.mark_failed(org, sha256, path, file_name, size, error, invoice)
         report: dict[str, object] = {
             "reason": reason,
             "detail": detail,
@@ -136,7 +141,8 @@ class Filing:
             )
             return None
         self._move_errors.pop(path, None)
-        await self._journal.mark_failed(org, sha256, dest, file_name, size, f"{reason}: {detail}")
+        if sha256 is not None:
+            await self._journal.mark_failed(org, sha256, dest, file_name, size, error)
         log.warning(
             "file_failed", path=path, dest=dest, sha256=sha256, org=org, reason=reason,
             detail=detail, **extra,
@@ -148,11 +154,11 @@ class Filing:
         path: Path,
         failed: Path,
         report: dict[str, object],
-        sha256: str,
+        sha256: str | None,
         expect: Identity,
         recovered: bool,
     ) -> Path:
-        if recovered:
+        if recovered and sha256 is not None:
             found = mover.find_copy(failed, path.name, sha256, expect.size)
             if found is not None and found.with_name(found.name + mover.SIDECAR_SUFFIX).exists():
                 _drop_original(path, expect)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
-import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -22,9 +21,6 @@ _HEAD_BYTES = 1024
 CONTENT_TYPES = {PDF: "application/pdf", JPEG: "image/jpeg", PNG: "image/png"}
 EXTENSIONS = {".pdf": PDF, ".jpg": JPEG, ".jpeg": JPEG, ".png": PNG}
 
-# Factur-X's parser logs through the standard library; keep it out of our stdout.
-logging.getLogger("factur-x").addHandler(logging.NullHandler())
-logging.getLogger("factur-x").propagate = False
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,6 @@ class Inspection:
     sha256: str
     identity: Identity
     kind: str | None
-    facturx: str | None  # e.g. "factur-x/en16931" when the PDF carries invoice XML
     problem: Problem | None
     # False when the content stops short of its format's end marker: the
     # writer has not finished (or gave up half-way). Such a file is never sent.
@@ -193,27 +188,6 @@ def _jpeg_complete(data: bytes) -> bool:
     return False
 
 
-def facturx_profile(data: bytes) -> str | None:
-    """"flavor/profile" of the invoice XML embedded in a PDF, or None.
-
-    Informational only: Qonto takes plain PDFs too, and the file is sent
-    unchanged either way. The XSD is not checked here.
-    """
-    try:
-        from facturx import get_flavor, get_level, get_xml_from_pdf
-        from lxml import etree  # type: ignore[import-untyped]
-
-        # Any XML attachment: factur-x.xml, zugferd-invoice.xml, ZUGFeRD-invoice.xml,
-        # xrechnung.xml are all in use.
-        _, xml = get_xml_from_pdf(data, check_xsd=False, filenames=["*.xml"])
-        if not xml:
-            return None
-        root = etree.fromstring(xml, parser=etree.XMLParser(resolve_entities=False))
-        return f"{get_flavor(root)}/{get_level(root)}"
-    except Exception:  # a broken attachment is not our verdict to give; send as a PDF
-        return None
-
-
 def examine(content: Content, name: str, max_file_bytes: int, max_upload_bytes: int) -> Inspection:
     """Check a file read by `read_regular` against everything Qonto would refuse.
 
@@ -228,11 +202,7 @@ def examine(content: Content, name: str, max_file_bytes: int, max_upload_bytes: 
     if content.size == 0:
         problem = Problem("empty", "the file is empty (0 bytes): export it again")
     elif content.size > limit:
-        problem = Problem(
-            "too_large",
-            f"the file is larger than {limit:,} bytes, the most Qonto accepts for one file: "
-            "reduce it (a lower scan resolution, a compressed PDF) and drop it again",
-        )
+        problem = too_large(limit)
     elif expected is None:
         problem = Problem(
             "unsupported_type",
@@ -252,16 +222,17 @@ def examine(content: Content, name: str, max_file_bytes: int, max_upload_bytes: 
             "rename it with the right extension and drop it again",
         )
     complete = problem is not None or kind is None or is_complete(content.data, kind)
-    facturx = (
-        facturx_profile(content.data) if problem is None and complete and kind == PDF else None
-    )
     return Inspection(
-        sha256=content.sha256,
-        identity=content.identity,
-        kind=kind,
-        facturx=facturx,
-        problem=problem,
+        sha256=content.sha256, identity=content.identity, kind=kind, problem=problem,
         complete=complete,
+    )
+
+
+def too_large(limit: int) -> Problem:
+    return Problem(
+        "too_large",
+        f"the file is larger than {limit:,} bytes, the most Qonto accepts for one file: "
+        "reduce it (a lower scan resolution, a compressed PDF) and drop it again",
     )
 
 

@@ -23,6 +23,7 @@ import aiosqlite
 import structlog
 
 from .errors import JournalError, JournalUnavailable
+from .invoice_xml import Invoice
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -48,6 +49,15 @@ CREATE INDEX IF NOT EXISTS invoices_sha256 ON invoices (sha256);
 CREATE INDEX IF NOT EXISTS invoices_state ON invoices (state);
 """
 
+# Facts from the invoice XML, NULL when there is none (or it was not read).
+FACT_COLUMNS = (
+    "flavor", "profile", "invoice_number", "issue_date", "seller", "seller_key", "buyer",
+    "grand_total", "currency",
+)
+_MIGRATE_TO_2 = "".join(f"ALTER TABLE invoices ADD COLUMN {c} TEXT;\n" for c in FACT_COLUMNS) + (
+    "CREATE INDEX IF NOT EXISTS invoices_number ON invoices (org, seller_key, invoice_number);\n"
+)
+
 
 @dataclass(frozen=True)
 class Record:
@@ -62,6 +72,8 @@ class Record:
     last_error: str | None
     created_at: str
     updated_at: str
+    facts: dict[str, str | None] | None = None  # what the invoice XML said, if any
+    seller_key: str | None = None
 
 
 def _now() -> str:
@@ -123,6 +135,9 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
         )
     if version < 1:  # a new file, or 0.1.0's unversioned journal: the same tables
         await db.executescript(_SCHEMA)
+    if version < 2:
+        await db.executescript(_MIGRATE_TO_2)
+    if version < SCHEMA_VERSION:
         await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     await db.commit()
 
@@ -140,10 +155,39 @@ def _record(row: sqlite3.Row) -> Record:
         last_error=row["last_error"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        facts=_facts(row),
+        seller_key=row["seller_key"],
     )
 
 
-SCHEMA_VERSION = 1  # PRAGMA user_version; 0 is the unversioned schema of 0.1.0, the same tables
+def _facts(row: sqlite3.Row) -> dict[str, str | None] | None:
+    if row["flavor"] is None:
+        return None
+    return {
+        "flavor": row["flavor"], "profile": row["profile"], "number": row["invoice_number"],
+        "issue_date": row["issue_date"], "seller": row["seller"], "buyer": row["buyer"],
+        "grand_total": row["grand_total"], "currency": row["currency"],
+    }
+
+
+_COLUMNS = ", ".join(FACT_COLUMNS)
+_MARKS = ", ".join("?" * len(FACT_COLUMNS))
+# A later write without facts (a move, a retry) keeps the ones recorded.
+_KEEP = ", ".join(f"{c} = COALESCE(excluded.{c}, {c})" for c in FACT_COLUMNS)
+
+
+def _fact_values(invoice: Invoice | None) -> tuple[str | None, ...]:
+    if invoice is None or invoice.flavor is None:
+        return (None,) * len(FACT_COLUMNS)
+    return (
+        invoice.flavor, invoice.profile, invoice.number, invoice.issue_date, invoice.seller,
+        invoice.seller_key, invoice.buyer, invoice.grand_total, invoice.currency,
+    )
+
+
+# PRAGMA user_version. 0: 0.1.0's unversioned journal (the v1 tables); 1: versioned;
+# 2: what the invoice XML says (flavor, profile, number, seller...).
+SCHEMA_VERSION = 2
 _RETRY_INITIAL_S, _RETRY_MAX_S = 1.0, 30.0
 _HINT_FULL = "free space on that filesystem; the daemon waits and carries on by itself"
 
@@ -297,7 +341,15 @@ class Journal:
             rows = await cur.fetchall()
         return [_record(r) for r in rows]
 
-    async def enqueue(self, org: str, sha256: str, path: Path, file_name: str, size: int) -> Record:
+    async def enqueue(
+        self,
+        org: str,
+        sha256: str,
+        path: Path,
+        file_name: str,
+        size: int,
+        invoice: Invoice | None = None,
+    ) -> Record:
         """Queue content for upload, or return the row that says it is already handled.
 
         Content that failed before is queued again: someone dropped it on
@@ -305,16 +357,17 @@ class Journal:
         """
         now = _now()
         await self._write(lambda: self._db.execute(
-            """
-            INSERT INTO invoices (org, sha256, state, path, file_name, size, created_at, updated_at)
-            VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)
+            f"""
+            INSERT INTO invoices (org, sha256, state, path, file_name, size, created_at, updated_at,
+                                  {_COLUMNS})
+            VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, {_MARKS})
             ON CONFLICT (org, sha256) DO UPDATE SET
                 state = 'queued', path = excluded.path, file_name = excluded.file_name,
                 size = excluded.size, updated_at = excluded.updated_at,
-                attempts = CASE WHEN state = 'failed' THEN 0 ELSE attempts END
+                attempts = CASE WHEN state = 'failed' THEN 0 ELSE attempts END, {_KEEP}
             WHERE state IN ('queued', 'sending', 'failed')
             """,
-            (org, sha256, _path_blob(path), file_name, size, now, now),
+            (org, sha256, _path_blob(path), file_name, size, now, now, *_fact_values(invoice)),
         ))
         record = await self.get(org, sha256)
         assert record is not None
@@ -356,22 +409,46 @@ class Journal:
         ))
 
     async def mark_failed(
-        self, org: str, sha256: str, path: Path, file_name: str, size: int, error: str
+        self,
+        org: str,
+        sha256: str,
+        path: Path,
+        file_name: str,
+        size: int,
+        error: str,
+        invoice: Invoice | None = None,
     ) -> None:
         """Record a rejection. Content already imported keeps its invoice_id."""
         now = _now()
         await self._write(lambda: self._db.execute(
-            """
+            f"""
             INSERT INTO invoices (org, sha256, state, path, file_name, size, last_error,
-                                  created_at, updated_at)
-            VALUES (?, ?, 'failed', ?, ?, ?, ?, ?, ?)
+                                  created_at, updated_at, {_COLUMNS})
+            VALUES (?, ?, 'failed', ?, ?, ?, ?, ?, ?, {_MARKS})
             ON CONFLICT (org, sha256) DO UPDATE SET
                 state = 'failed', path = excluded.path, file_name = excluded.file_name,
-                last_error = excluded.last_error, updated_at = excluded.updated_at
+                last_error = excluded.last_error, updated_at = excluded.updated_at, {_KEEP}
             WHERE state NOT IN ('imported', 'done')
             """,
-            (org, sha256, _path_blob(path), file_name, size, error, now, now),
+            (org, sha256, _path_blob(path), file_name, size, error, now, now,
+             *_fact_values(invoice)),
         ))
+
+    async def find_number(
+        self, org: str, seller_key: str, number: str, *, other_than: str
+    ) -> Record | None:
+        """Another content of this organization with this (seller, invoice number), if any.
+
+        Rows that failed do not count: that invoice never reached Qonto.
+        """
+        async with self._db.execute(
+            "SELECT * FROM invoices WHERE org = ? AND seller_key = ? AND invoice_number = ? "
+            "AND sha256 != ? AND state IN ('queued', 'sending', 'imported', 'done') "
+            "ORDER BY created_at LIMIT 1",
+            (org, seller_key, number, other_than),
+        ) as cur:
+            row = await cur.fetchone()
+        return _record(row) if row else None
 
     async def requeue_interrupted(self) -> int:
         """After a restart, batches that were in flight are simply queued again."""

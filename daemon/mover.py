@@ -295,7 +295,7 @@ def fail_into(
             try:
                 _claim(sidecar_tmp, sidecar)
             except FileExistsError:
-                if os.path.lexists(dest) or not _orphan_of(sidecar, report.get("sha256")):
+                if os.path.lexists(dest) or not _orphan_of(sidecar, report):
                     continue
                 os.replace(sidecar_tmp, sidecar)  # our own orphan: take it over
                 taken_over = True
@@ -323,14 +323,23 @@ def fail_into(
     raise AssertionError("unreachable: candidates never end")
 
 
-def _orphan_of(sidecar: Path, sha256: object) -> bool:
-    """Whether `sidecar` is a report about this same content (left by a crash)."""
+def _orphan_of(sidecar: Path, report: Mapping[str, object]) -> bool:
+    """Whether `sidecar` is a report about this same file (left by a crash).
+
+    The same content by its sha256; a file judged by its size alone (no
+    sha256), by its name, size, organization and inbox.
+    """
     try:
         with open(sidecar, encoding="utf-8") as fh:
             found = json.load(fh)
     except (OSError, ValueError):
         return False
-    return isinstance(found, dict) and sha256 is not None and found.get("sha256") == sha256
+    if not isinstance(found, dict):
+        return False
+    if report.get("sha256") is not None:
+        return found.get("sha256") == report["sha256"]
+    keys = ("sha256", "file_name", "size", "organization", "inbox")
+    return all(found.get(k) == report.get(k) for k in keys)
 
 
 def _write_synced(path: Path, text: str) -> None:

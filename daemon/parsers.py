@@ -11,27 +11,53 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+import structlog
+
 from .invoice_xml import Invoice, read_invoice
+
+log = structlog.get_logger()
 
 
 class ParseFailed(Exception):
     """The PDF could not be read within the limits; the message says why."""
 
 
-def _limit_memory(limit_bytes: int) -> None:
-    """In the worker, before any parse: a parse that wants more fails with MemoryError."""
+class _Collect(logging.Handler):
+    """In the worker: what pypdf says is kept and sent back, never printed on stderr."""
+
+    records: list[tuple[int, str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < 20:
+            with contextlib.suppress(Exception):
+                self.records.append((record.levelno, record.name, record.getMessage()[:500]))
+
+
+def _start_worker(limit_bytes: int) -> None:
+    """In the worker, before any parse: memory limit, logging, signals."""
     import resource
 
     if limit_bytes > 0:
+        # A parse that wants more fails with MemoryError instead of growing.
         resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
     # The daemon stops its workers itself; a Ctrl-C on the terminal is not for them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    root = logging.getLogger()
+    root.handlers[:] = [_Collect()]
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+
+
+def _parse(data: bytes, check_xsd: bool) -> tuple[Invoice, list[tuple[int, str, str]]]:
+    _Collect.records = []
+    return read_invoice(data, check_xsd), _Collect.records
 
 
 def _warm_up() -> int:
@@ -56,11 +82,15 @@ class _Worker:
             self._pool = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_limit_memory,
+                initializer=_start_worker,
                 initargs=(self._memory_bytes,),
             )
             self._pid = await asyncio.wrap_future(self._pool.submit(_warm_up))
-        return await asyncio.wrap_future(self._pool.submit(read_invoice, data, check_xsd))
+        invoice, records = await asyncio.wrap_future(self._pool.submit(_parse, data, check_xsd))
+        for level, logger, message in records:  # what pypdf said, as our own log lines
+            emit = log.warning if level >= logging.ERROR else log.debug
+            emit("library_message", logger=logger, message=message)
+        return invoice
 
     def kill(self) -> None:
         pool, pid = self._pool, self._pid

@@ -119,7 +119,9 @@ async def test_local_rejections_go_to_failed_with_sidecar(ws, qonto, start):
         sidecar = json.loads((ws.failed / f"{name}.error.json").read_text())
         assert sidecar["reason"] == reason, name
         assert sidecar["detail"] and sidecar["time"]
-        assert sidecar["sha256"] == sha256_of(ws.failed / name)
+        # A file too large is judged by its size alone: never read, never hashed.
+        expected_sha = None if reason == "too_large" else sha256_of(ws.failed / name)
+        assert sidecar["sha256"] == expected_sha
     assert names(ws.done) == {"good.pdf"}
     # Nothing that could never be accepted was sent; only the good file reached Qonto.
     assert emulator.requests == 1 and len(emulator.invoices_of(LOGIN)) == 1

@@ -32,7 +32,7 @@ def leaks(data: bytes) -> list[str]:
 
 
 async def test_echoed_headers_never_reach_logs_journal_sidecars_or_lookup(ws: Workspace):
-    faults = Faults(echo_headers=True, reject_marker=b"REJECT-ME", server_error=0.5)
+    faults = Faults(echo_headers=True, reject_marker=b"REJECT-ME", server_error_first=2)
     emulator = Emulator({LOGIN: SECRET}, staging_token=STAGING, faults=faults, seed=5)
     for i in range(4):
         ws.invoice(f"ok-{i}.pdf", f"OK-{i}")
