@@ -136,12 +136,14 @@ async def lookup(cfg: config.Config, paths: Sequence[Path], *, as_json: bool) ->
                 "organization": r.org if r else org,
                 "last_error": redact(r.last_error) if r and r.last_error else None,
                 "updated_at": r.updated_at if r else None,
+                # What the invoice XML said (flavor, profile, number, seller...), if read.
+                "facturx": r.facts if r else None,
             })
     finally:
         if journal is not None:
             await journal.close()
     for row in rows:
-        row = {k: logs.printable(v) if isinstance(v, str) else v for k, v in row.items()}
+        row = {k: _printable(v) for k, v in row.items()}
         if as_json:
             print(json.dumps(row, ensure_ascii=False), flush=True)
         else:
@@ -149,6 +151,14 @@ async def lookup(cfg: config.Config, paths: Sequence[Path], *, as_json: bool) ->
             invoice = row["invoice_id"] or "-"
             print(f"{row['path']}\t{row['sha256']}\t{state}\t{invoice}", flush=True)
     return status
+
+
+def _printable(value: object) -> object:
+    if isinstance(value, str):
+        return logs.printable(value)
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    return value
 
 
 def _org_of(cfg: config.Config, path: Path) -> str | None:

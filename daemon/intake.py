@@ -196,7 +196,7 @@ class Intake:
         if content is None:
             return
         found = await asyncio.to_thread(inspect.examine, content, path.name, limit, limit)
-        invoice, unreadable = await self._parse(folder, found, content)
+        invoice, unreadable = await self._parse(folder, path, found, content)
         try:
             await self._decide_and_file(folder, path, name, found, invoice, unreadable)
         except FileChanged:
@@ -233,7 +233,7 @@ class Intake:
         return content
 
     async def _parse(
-        self, folder: Folder, found: inspect.Inspection, content: inspect.Content
+        self, folder: Folder, path: Path, found: inspect.Inspection, content: inspect.Content
     ) -> tuple[Invoice | None, str | None]:
         """The invoice XML of a complete PDF (in a parser worker), or why it could not be read."""
         if (
@@ -244,6 +244,7 @@ class Intake:
             or not found.complete
         ):
             return None, None
+        log.debug("file_parsing", path=path, sha256=found.sha256)
         try:
             return await self._parsers.parse(content.data), None
         except ParseFailed as exc:

@@ -120,7 +120,7 @@ class Service:
         val = cfg.validation
         parsers = (
             ParserPool(val.parse_workers, val.parse_timeout_s, val.parse_memory_mb)
-            if any(f.facturx != "off" for f in cfg.folders) or val.duplicate_number != "off"
+            if any(f.facturx != "off" for f in cfg.folders)
             else None
         )
         try:

@@ -135,3 +135,35 @@ async def test_a_journal_deleted_under_the_daemon_is_noticed(ws, qonto, start, _
     assert await asyncio.wait_for(running.task, 30) == 1
     (lost,) = events(_logs, "journal_lost")
     assert lost["log_level"] == "critical" and lost["hint"]
+
+
+async def test_a_journal_of_schema_1_gets_the_invoice_facts_columns(tmp_path):
+    """Schema 1 is what the previous release wrote: the same tables, versioned."""
+    db = tmp_path / "state.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(SCHEMA_0_1_0)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO invoices VALUES (?, ?, 'done', 'inv-1', ?, 'a.pdf', 10, 1, NULL, ?, ?)",
+            (LOGIN, "cd" * 32, os.fsencode(tmp_path / "a.pdf"), "t0", "t1"),
+        )
+    conn.close()
+    journal = await Journal.open(db)
+    try:
+        old = await journal.get(LOGIN, "cd" * 32)
+        assert old is not None and old.invoice_id == "inv-1" and old.facts is None
+        from daemon.invoice_xml import Invoice
+
+        invoice = Invoice(attachment="factur-x.xml", flavor="factur-x", profile="minimum",
+                          number="F-1", seller="ACME", seller_key="fr1", grand_total="12.00",
+                          currency="EUR")
+        await journal.enqueue(LOGIN, "ef" * 32, tmp_path / "b.pdf", "b.pdf", 10, invoice)
+        new = await journal.get(LOGIN, "ef" * 32)
+        assert new is not None and new.facts is not None and new.facts["number"] == "F-1"
+        found = await journal.find_number(LOGIN, "fr1", "F-1", other_than="00" * 32)
+        assert found is not None and found.sha256 == "ef" * 32
+    finally:
+        await journal.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
