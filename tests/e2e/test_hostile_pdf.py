@@ -90,4 +90,4 @@ async def test_a_sparse_file_of_many_gigabytes_is_failed_at_once(ws: Workspace, 
     report = json.loads((ws.failed / "huge.pdf.error.json").read_text())
     assert report["reason"] == "too_large" and report["sha256"] is None
     assert names(ws.done) == {"small.pdf"}
-    assert os.path.getsize(ws.failed / "huge.pdf") == 100 * 1024**3
+    assert (await asyncio.to_thread(os.path.getsize, ws.failed / "huge.pdf")) == 100 * 1024**3
