@@ -25,6 +25,9 @@ from .invoice_xml import Invoice, read_invoice
 log = structlog.get_logger()
 
 
+_START_TIMEOUT_S = 60.0
+
+
 class ParseFailed(Exception):
     """The PDF could not be read within the limits; the message says why."""
 
@@ -76,16 +79,21 @@ class _Worker:
         self._pool: ProcessPoolExecutor | None = None
         self._pid: int | None = None
 
+    async def start(self) -> None:
+        """Start the process (once, and after a kill) and import the parsing stack there."""
+        if self._pool is not None:
+            return
+        # forkserver: never fork the daemon itself (threads, sockets, SQLite).
+        self._pool = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_start_worker,
+            initargs=(self._memory_bytes,),
+        )
+        self._pid = await asyncio.wrap_future(self._pool.submit(_warm_up))
+
     async def parse(self, data: bytes, check_xsd: bool) -> Invoice:
-        if self._pool is None:
-            # forkserver: never fork the daemon itself (threads, sockets, SQLite).
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_start_worker,
-                initargs=(self._memory_bytes,),
-            )
-            self._pid = await asyncio.wrap_future(self._pool.submit(_warm_up))
+        assert self._pool is not None, "start() first"
         invoice, records = await asyncio.wrap_future(self._pool.submit(_parse, data, check_xsd))
         for level, logger, message in records:  # what pypdf said, as our own log lines
             emit = log.warning if level >= logging.ERROR else log.debug
@@ -116,6 +124,15 @@ class ParserPool:
         """The invoice XML of a PDF; ParseFailed when it cannot be read within the limits."""
         worker = await self._idle.get()
         try:
+            # Starting a worker (a second or so on a busy machine) is not the file's time.
+            try:
+                async with asyncio.timeout(_START_TIMEOUT_S):
+                    await worker.start()
+            except TimeoutError:
+                worker.kill()
+                raise ParseFailed(
+                    f"the PDF parser did not start within {_START_TIMEOUT_S:g} s"
+                ) from None
             async with asyncio.timeout(self._timeout_s):
                 return await worker.parse(data, check_xsd)
         except TimeoutError:
@@ -132,6 +149,8 @@ class ParserPool:
             raise ParseFailed("reading the PDF needs more memory than allowed") from None
         except asyncio.CancelledError:
             worker.kill()  # stopping: never wait for a parse
+            raise
+        except ParseFailed:
             raise
         except Exception as exc:  # what pypdf says about a PDF it cannot read
             raise ParseFailed(f"the PDF cannot be read: {type(exc).__name__}: {exc}") from None
