@@ -116,6 +116,7 @@ class Config:
     shutdown_grace_s: float = 20.0
     log_format: str = "auto"
     log_level: str = "info"
+    heartbeat_s: float = 300.0
 
     def secret_values(self) -> list[str]:
         """Every secret the configuration holds, for redaction."""
@@ -407,6 +408,7 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
         raise ConfigError(
             f'log.level must be "debug", "info", "warning" or "error", got "{log_level}"'
         )
+    heartbeat_s = log.positive("heartbeat_seconds", float, 300.0)
     log.finish()
 
     folders = _folders(raw.get("folders"), env, base_dir, main_org, validation.facturx)
@@ -425,6 +427,7 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
         shutdown_grace_s=grace_s,
         log_format=log_format,
         log_level=log_level,
+        heartbeat_s=heartbeat_s,
     )
 
 

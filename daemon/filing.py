@@ -29,6 +29,8 @@ class Filing:
         # The last move error logged per file: a move retried at every scan
         # says so once, not every minute.
         self._move_errors: dict[Path, str] = {}
+        self.done_count = 0  # since start, for STATUS= and the heartbeat
+        self.failed_count = 0
 
     async def done(
         self,
@@ -69,6 +71,7 @@ class Filing:
             )
             return None
         self._move_errors.pop(path, None)
+        self.done_count += 1
         await self._journal.mark_done(org, sha256, dest)
         if recovered:
             fields["recovered"] = True
@@ -141,6 +144,7 @@ class Filing:
             )
             return None
         self._move_errors.pop(path, None)
+        self.failed_count += 1
         if sha256 is not None:
             await self._journal.mark_failed(org, sha256, dest, file_name, size, error)
         log.warning(

@@ -29,6 +29,7 @@ from .config import Config, Folder
 from .filing import Filing
 from .intake import Intake
 from .journal import IMPORTED, Journal
+from .notify import Notifier
 from .parsers import ParserPool
 from .qonto import QontoClient
 from .redact import Redactor
@@ -38,6 +39,7 @@ from .uploader import OrgUploader
 log = structlog.get_logger()
 
 _JOURNAL_CHECK_S = 5.0
+_STATUS_EVERY_S = 5.0
 # Intake workers beyond the parsers: files that need no parse (images, plain
 # reading and hashing) go on while every parser is busy.
 _READERS = 2
@@ -56,6 +58,8 @@ class Service:
         self._folders = {f.inbox: f for f in config.folders}
         self._uploaders: dict[str, OrgUploader] = {}
         self._scanned_once = asyncio.Event()
+        self._notify = Notifier()
+        self._started_at = time.monotonic()
         self._main: asyncio.Task[Any] | None = None
         self._working = False  # past start-up: the long-lived tasks run
         self._exit_code = 0
@@ -70,6 +74,7 @@ class Service:
                 self._main.cancel()  # still starting up: nothing in flight to wait for
             return
         log.info("daemon_stopping", reason=reason, grace_s=self.config.shutdown_grace_s)
+        self._notify.stopping()
         self._stopping.set()
 
     @property
@@ -104,14 +109,28 @@ class Service:
         }
         actions[signal.SIGHUP] = self._rescan_request
         actions[signal.SIGUSR1] = self._status
+        done = asyncio.Event()
         with signals.handled(actions):
             try:
-                return await self._run()
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._notify.feed_watchdog(done), name="watchdog")
+                        try:
+                            return await self._run()
+                        finally:
+                            done.set()
+                except BaseExceptionGroup as group:
+                    # The watchdog never fails: what failed is the daemon's own run.
+                    if len(group.exceptions) == 1:
+                        raise group.exceptions[0] from None
+                    raise
             except asyncio.CancelledError:
                 if not self._forced.is_set():
                     raise
                 log.info("daemon_stopped", during="start-up")
                 return self._exit_code
+            finally:
+                self._notify.close()
 
     async def _run(self) -> int:
         cfg = self.config
@@ -204,7 +223,41 @@ class Service:
             for up in self._uploaders.values():
                 workers.append(tg.create_task(up.run(), name=f"upload-{up.org}"))
             workers.append(tg.create_task(self._journal_loop(), name="journal"))
+            workers.append(tg.create_task(self._progress_loop(), name="progress"))
             tg.create_task(self._supervise(workers), name="supervise")
+
+    def _progress(self) -> dict[str, Any]:
+        """What the daemon is doing, for STATUS=, the heartbeat and SIGUSR1."""
+        now = time.monotonic()
+        oldest = min(
+            (t for up in self._uploaders.values() if (t := up.oldest_queued_at) is not None),
+            default=None,
+        )
+        return {
+            "waiting": sum(up.waiting for up in self._uploaders.values()),
+            "in_flight": sum(up.sending for up in self._uploaders.values()),
+            "done": self._filing.done_count,
+            "failed": self._filing.failed_count,
+            "oldest_waiting_s": None if oldest is None else round(now - oldest, 1),
+            "paused": sorted(up.org for up in self._uploaders.values() if up.paused),
+        }
+
+    def _status_line(self) -> str:
+        p = self._progress()
+        line = f"{p['waiting']:,} waiting, {p['in_flight']:,} uploading, {p['done']:,} imported"
+        line += f", {p['failed']:,} failed since start"
+        if p["paused"]:
+            line += "; paused: " + ", ".join(p["paused"])
+        return line
+
+    async def _progress_loop(self) -> None:
+        """STATUS= for `systemctl status` every few seconds; a heartbeat line now and then."""
+        next_beat = time.monotonic() + self.config.heartbeat_s
+        while not await wait_event(self._stopping, _STATUS_EVERY_S):
+            self._notify.status(self._status_line())
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.config.heartbeat_s
+                log.info("heartbeat", **self._progress())
 
     async def _journal_loop(self) -> None:
         """Notice a journal deleted or replaced under the running daemon."""
@@ -293,7 +346,11 @@ class Service:
         while not self._stopping.is_set():
             for folder in self.config.folders:
                 await self._scan(folder)
-            self._scanned_once.set()
+            if not self._scanned_once.is_set():
+                self._scanned_once.set()
+                # The journal is open, start-up is reconciled, every inbox was listed
+                # and the watcher is starting: from here on files are taken.
+                self._notify.ready(self._status_line())
             self._rescan_now.clear()
             if self.once:
                 return

@@ -137,6 +137,7 @@ class OrgUploader:
         self._waiting: list[Pending] = []
         self._arrived = asyncio.Event()
         self._in_progress = 0
+        self._in_flight_files = 0
         self._room = asyncio.Event()
         self._room.set()
         self.gate = AuthGate(settings.auth_pause_initial_s, settings.auth_pause_max_s)
@@ -149,7 +150,16 @@ class OrgUploader:
 
     @property
     def sending(self) -> int:
-        return self._in_progress
+        """Files in requests on their way (or waiting to be sent again)."""
+        return self._in_flight_files
+
+    @property
+    def oldest_queued_at(self) -> float | None:
+        return min((p.queued_at for p in self._waiting), default=None)
+
+    @property
+    def paused(self) -> bool:
+        return self.gate.paused or self.gave_up
 
     @property
     def idle(self) -> bool:
@@ -211,6 +221,7 @@ class OrgUploader:
             self._finished(pending, LEFT, None)
 
     async def _deliver_batch(self, batch: list[Pending]) -> None:
+        self._in_flight_files += len(batch)
         try:
             await self._deliver(batch)
         except JournalUnavailable:
@@ -219,6 +230,7 @@ class OrgUploader:
             log.warning("batch_not_recorded", org=self.org, files=len(batch))
             self._leave(batch)
         finally:
+            self._in_flight_files -= len(batch)
             self._in_progress -= 1
             self._room.set()
 
