@@ -104,6 +104,7 @@ class Filing:
         expect: Identity,
         recovered: bool = False,
         invoice: Invoice | None = None,
+        max_copy_bytes: int | None = None,
         **extra: object,
     ) -> Path | None:
         """Record a rejection, then move the file into failed/ with its sidecar.
@@ -129,8 +130,22 @@ class Filing:
         }
         try:
             dest = await asyncio.to_thread(
-                self._move_failed_file, path, folder.failed, report, sha256, expect, recovered
+                self._move_failed_file, path, folder.failed, report, sha256, expect, recovered,
+                max_copy_bytes,
             )
+        except mover.TooBigToCopy:
+            # A huge file and failed/ on another filesystem: copying gigabytes to file
+            # a rejection is not worth it. It stays, with its reason beside it.
+            sidecar = await asyncio.to_thread(mover.write_sidecar_beside, path, report)
+            self.failed_count += 1
+            log.warning(
+                "file_failed", path=path, dest=path, sidecar=sidecar, sha256=sha256, org=org,
+                reason=reason, detail=detail,
+                hint="too big to copy into failed/ on another filesystem: it stays in the "
+                "inbox with its .error.json; remove it from there",
+                **extra,
+            )
+            return path
         except FileChanged:
             log.info("file_changed", path=path, sha256=sha256, org=org, detail=_CHANGED)
             raise
@@ -161,13 +176,14 @@ class Filing:
         sha256: str | None,
         expect: Identity,
         recovered: bool,
+        max_copy_bytes: int | None,
     ) -> Path:
         if recovered and sha256 is not None:
             found = mover.find_copy(failed, path.name, sha256, expect.size)
             if found is not None and found.with_name(found.name + mover.SIDECAR_SUFFIX).exists():
                 _drop_original(path, expect)
                 return found
-        return mover.fail_into(path, failed, report, expect)
+        return mover.fail_into(path, failed, report, expect, max_copy_bytes)
 
     def _move_failed(
         self, exc: OSError, path: Path, folder: Path, *, detail: str, **fields: object

@@ -10,6 +10,7 @@ the same invoice number twice) are taken one at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict, deque
 from pathlib import Path
@@ -25,7 +26,7 @@ from .filing import Filing
 from .identity import Identity
 from .invoice_xml import Invoice
 from .journal import DONE, FAILED, IMPORTED, QUEUED, SENDING, Journal, Record
-from .parsers import ParseFailed, ParserPool
+from .parsers import ParseFailed, ParserPool, ParserUnavailable
 from .policy import duplicate_number, facturx_verdict
 from .settle import Settler, Unfinished
 from .uploader import CHANGED, LEFT, OrgUploader, Pending
@@ -33,6 +34,16 @@ from .uploader import FAILED as UPLOAD_FAILED
 from .uploader import IMPORTED as UPLOAD_IMPORTED
 
 log = structlog.get_logger()
+
+
+_PARSER_RETRY_S = 30.0
+# A file too large for Qonto is still moved into failed/ when that is a copy,
+# up to this many times the file limit; beyond, it stays in the inbox.
+_MAX_COPY_FACTOR = 10
+
+
+class _Stopped(Exception):
+    """The daemon stops while a file is being inspected: it is left for the next start."""
 
 
 class FairQueue:
@@ -109,7 +120,10 @@ class Intake:
         # Files whose content is already on its way from another file (key): they wait.
         self._twins: dict[Path, list[Path]] = defaultdict(list)
         self._warned: dict[Path, str] = {}
+        # Files too large to copy into failed/, left in the inbox with their report.
+        self._kept: dict[Path, Identity] = {}
         self._decide = asyncio.Lock()  # journal-dependent decisions, one at a time
+        self._stopping = asyncio.Event()  # the service's, once run() starts
         self.inspecting = 0
         self.failed_files = 0
         self.left_files = 0
@@ -170,6 +184,7 @@ class Intake:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """One of several intake workers: take settled files until the daemon stops."""
+        self._stopping = stopping
         while (seen := await self.queue.get(stopping)) is not None:
             self.inspecting += 1
             try:
@@ -196,7 +211,18 @@ class Intake:
         if content is None:
             return
         found = await asyncio.to_thread(inspect.examine, content, path.name, limit, limit)
-        invoice, unreadable = await self._parse(folder, path, found, content)
+        try:
+            invoice, unreadable = await self._parse(folder, path, found, content)
+        except _Stopped:
+            self.release(path, left=True)
+            return
+        except ParserUnavailable as exc:
+            # Not the file's fault: it waits, and is looked at again in a while.
+            log.error("parser_unavailable", path=path, error=str(exc),
+                      hint="check memory and processes on this machine; the file waits")
+            self._settler.hold(seen, time.monotonic() + _PARSER_RETRY_S)
+            self._settle_wake.set()
+            return
         try:
             await self._decide_and_file(folder, path, name, found, invoice, unreadable)
         except FileChanged:
@@ -245,8 +271,15 @@ class Intake:
         ):
             return None, None
         log.debug("file_parsing", path=path, sha256=found.sha256)
+        parse = asyncio.ensure_future(self._parsers.parse(content.data))
+        await wait_first(parse, self._stopping)
+        if not parse.done():  # stopping: the parse is killed, never waited for
+            parse.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ParseFailed, ParserUnavailable):
+                await parse
+            raise _Stopped
         try:
-            return await self._parsers.parse(content.data), None
+            return parse.result(), None
         except ParseFailed as exc:
             return None, str(exc)
 
@@ -271,7 +304,7 @@ class Intake:
             if problem is None and not known and not refused and found.complete:
                 problem, warning = self._verdict(folder, found, invoice, unreadable)
                 if problem is None:
-                    problem = await self._number_taken(folder, found, invoice)
+                    problem = await self._number_taken(folder, path, found, invoice)
                 if problem is None:
                     if self._queue_or_twin(folder, path, found, record):
                         await self._enqueue(folder, path, name, found, invoice, warning)
@@ -310,15 +343,22 @@ class Intake:
         return (problem, None) if folder.facturx == "require" else (None, problem)
 
     async def _number_taken(
-        self, folder: Folder, found: inspect.Inspection, invoice: Invoice | None
+        self, folder: Folder, path: Path, found: inspect.Inspection, invoice: Invoice | None
     ) -> inspect.Problem | None:
         """A re-exported invoice: same seller and number as one already on its way, new bytes."""
         policy = self.config.validation.duplicate_number
         if policy == "off" or invoice is None or not (invoice.number and invoice.seller_key):
             return None
         first = await self._journal.find_number(
-            folder.org.key, invoice.seller_key, invoice.number, other_than=found.sha256
+            folder.org.key, invoice.seller_key, invoice.number, invoice.type_code,
+            other_than=found.sha256,
         )
+        if first is not None and first.state in (QUEUED, SENDING) and (
+            first.path == path or first.path not in self.active
+        ):
+            # Queued, but its file was rewritten or removed before it was sent: that
+            # version never reached Qonto and never will; it holds no number.
+            first = None
         if first is None:
             return None
         problem = duplicate_number(invoice, first.invoice_id, first.path)
@@ -403,16 +443,22 @@ class Intake:
     async def _too_large(
         self, folder: Folder, seen: watcher.Seen, name: str, limit: int
     ) -> None:
-        """Judged from its size alone: a 10 GB file is never read, nor hashed."""
+        """Judged from its size alone: a 10 GB file is never read, nor hashed (nor copied)."""
+        if self._kept.get(seen.path) == seen.identity:
+            self.release(seen.path, failed=True)  # already judged, and left where it is
+            return
         problem = inspect.too_large(limit)
         try:
-            await self._filing.failed(
+            dest = await self._filing.failed(
                 folder, seen.path, sha256=None, file_name=name, size=seen.identity.size,
                 reason=problem.reason, detail=problem.detail, expect=seen.identity,
+                max_copy_bytes=_MAX_COPY_FACTOR * self.config.upload.max_file_bytes,
             )
         except FileChanged:
             self.recheck(seen.path)
             return
+        if dest == seen.path:
+            self._kept[seen.path] = seen.identity
         self.release(seen.path, failed=True)
 
     async def _incomplete(

@@ -106,9 +106,16 @@ def _read_xml(name: str, content: bytes, check_xsd: bool) -> Invoice | None:
 
     try:
         root = etree.fromstring(content, parser=_parser())
+    except etree.XMLSyntaxError as exc:
+        if name.lower() in FACTURX_NAMES:  # meant as Factur-X, but broken
+            where = f"line {exc.lineno}: " if exc.lineno else ""
+            return Invoice(attachment=name, flavor=FACTURX,
+                           xsd_errors=(f"{where}not well-formed XML: {exc.msg}",))
+        return None
+    try:
         flavor = get_flavor(root)
     except Exception:
-        return None  # not XML, or not an invoice syntax: look at the next attachment
+        return None  # not an invoice syntax: look at the next attachment
     try:
         profile = get_level(root, flavor) if flavor in ("factur-x", "zugferd") else None
     except Exception:
@@ -175,6 +182,15 @@ def _attr(root: object, attribute: str, *path: str) -> str | None:
     return str(found[0]).strip() or None if found else None
 
 
+def _attr_match(root: object, scheme: str, *path: str) -> str | None:
+    """The text of the first element at this path whose schemeID is `scheme`."""
+    query = "//" + "/".join(f"*[local-name()='{step}']" for step in path)
+    for element in root.xpath(query):  # type: ignore[attr-defined]
+        if element.get("schemeID") == scheme and element.text and element.text.strip():
+            return " ".join(element.text.split())
+    return None
+
+
 def _fields(root: object) -> dict[str, str | None]:
     seller = ("SellerTradeParty",)
     number = _text(root, "ExchangedDocument", "ID") or _text(root, "HeaderExchangedDocument", "ID")
@@ -182,9 +198,12 @@ def _fields(root: object) -> dict[str, str | None]:
     if date and re.fullmatch(r"\d{8}", date):
         date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
     seller_name = _text(root, *seller, "Name")
-    vat = _text(root, *seller, "SpecifiedTaxRegistration", "ID")
+    # The seller is known by its VAT number, else its legal identifier (SIREN...),
+    # else another tax number, else its name.
+    vat = _attr_match(root, "VA", *seller, "SpecifiedTaxRegistration", "ID")
     legal = _text(root, *seller, "SpecifiedLegalOrganization", "ID")
-    key = vat or legal or seller_name
+    tax = _text(root, *seller, "SpecifiedTaxRegistration", "ID")
+    key = vat or legal or tax or seller_name
     total_path = ("SpecifiedTradeSettlementHeaderMonetarySummation", "GrandTotalAmount")
     total_path_1 = ("SpecifiedTradeSettlementMonetarySummation", "GrandTotalAmount")
     currency = (

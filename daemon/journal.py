@@ -51,8 +51,8 @@ CREATE INDEX IF NOT EXISTS invoices_state ON invoices (state);
 
 # Facts from the invoice XML, NULL when there is none (or it was not read).
 FACT_COLUMNS = (
-    "flavor", "profile", "invoice_number", "issue_date", "seller", "seller_key", "buyer",
-    "grand_total", "currency",
+    "flavor", "profile", "invoice_number", "type_code", "issue_date", "seller", "seller_key",
+    "buyer", "grand_total", "currency",
 )
 _MIGRATE_TO_2 = "".join(f"ALTER TABLE invoices ADD COLUMN {c} TEXT;\n" for c in FACT_COLUMNS) + (
     "CREATE INDEX IF NOT EXISTS invoices_number ON invoices (org, seller_key, invoice_number);\n"
@@ -133,13 +133,30 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
             path, f"it was written by a newer version (schema {version}; this one knows "
             f"{SCHEMA_VERSION})", "upgrade qonto-invoice-daemon, or restore an older journal",
         )
-    if version < 1:  # a new file, or 0.1.0's unversioned journal: the same tables
-        await db.executescript(_SCHEMA)
-    if version < 2:
-        await db.executescript(_MIGRATE_TO_2)
-    if version < SCHEMA_VERSION:
+    if version == SCHEMA_VERSION:
+        return
+    # One transaction: a migration cut short (full disk, power loss) leaves the
+    # journal as it was, never half-migrated.
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        steps: list[str] = []
+        if version < 1:  # a new file, or 0.1.0's unversioned journal: the same tables
+            steps += _statements(_SCHEMA)
+        if version < 2:
+            steps += _statements(_MIGRATE_TO_2)
+        for statement in steps:
+            await db.execute(statement)
         await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    await db.commit()
+        await db.commit()
+    except BaseException:
+        await _quietly(db.rollback())
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    # Our own DDL: no semicolons inside statements; comments end at the line.
+    lines = [line.split("--")[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
 def _record(row: sqlite3.Row) -> Record:
@@ -156,12 +173,13 @@ def _record(row: sqlite3.Row) -> Record:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         facts=_facts(row),
-        seller_key=row["seller_key"],
+        seller_key=row["seller_key"] if "seller_key" in row.keys() else None,  # noqa: SIM118
     )
 
 
 def _facts(row: sqlite3.Row) -> dict[str, str | None] | None:
-    if row["flavor"] is None:
+    # A journal not yet migrated (lookup beside a daemon of the previous version) has no facts.
+    if "flavor" not in row.keys() or row["flavor"] is None:  # noqa: SIM118 (Row: values)
         return None
     return {
         "flavor": row["flavor"], "profile": row["profile"], "number": row["invoice_number"],
@@ -180,8 +198,8 @@ def _fact_values(invoice: Invoice | None) -> tuple[str | None, ...]:
     if invoice is None or invoice.flavor is None:
         return (None,) * len(FACT_COLUMNS)
     return (
-        invoice.flavor, invoice.profile, invoice.number, invoice.issue_date, invoice.seller,
-        invoice.seller_key, invoice.buyer, invoice.grand_total, invoice.currency,
+        invoice.flavor, invoice.profile, invoice.number, invoice.type_code, invoice.issue_date,
+        invoice.seller, invoice.seller_key, invoice.buyer, invoice.grand_total, invoice.currency,
     )
 
 
@@ -435,17 +453,18 @@ class Journal:
         ))
 
     async def find_number(
-        self, org: str, seller_key: str, number: str, *, other_than: str
+        self, org: str, seller_key: str, number: str, type_code: str | None, *, other_than: str
     ) -> Record | None:
-        """Another content of this organization with this (seller, invoice number), if any.
+        """Another content of this organization with this (seller, document type, number).
 
         Rows that failed do not count: that invoice never reached Qonto.
         """
         async with self._db.execute(
             "SELECT * FROM invoices WHERE org = ? AND seller_key = ? AND invoice_number = ? "
-            "AND sha256 != ? AND state IN ('queued', 'sending', 'imported', 'done') "
+            "AND type_code IS ? AND sha256 != ? "
+            "AND state IN ('queued', 'sending', 'imported', 'done') "
             "ORDER BY created_at LIMIT 1",
-            (org, seller_key, number, other_than),
+            (org, seller_key, number, type_code, other_than),
         ) as cur:
             row = await cur.fetchone()
         return _record(row) if row else None

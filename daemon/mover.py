@@ -116,14 +116,25 @@ def check(src: Path, expect: Identity | None) -> Identity:
     return found
 
 
+class TooBigToCopy(OSError):
+    """The file cannot be linked there, and is too big to be worth a copy."""
+
+
 class _Placement:
     """One file on its way into one folder: link it there, or copy it once."""
 
-    def __init__(self, src: Path, directory: Path, expect: Identity | None) -> None:
+    def __init__(
+        self,
+        src: Path,
+        directory: Path,
+        expect: Identity | None,
+        max_copy_bytes: int | None = None,
+    ) -> None:
         self.src = src
         self.directory = directory
         self.judged = check(src, expect)
         self._link = True
+        self._max_copy_bytes = max_copy_bytes
         self._tmp: Path | None = None
         # What the original must still be when it is removed: as judged, or, once
         # linked, as the link left it (a link changes the inode's ctime).
@@ -148,6 +159,8 @@ class _Placement:
                 self._expected = linked
                 return
         if self._tmp is None:
+            if self._max_copy_bytes is not None and self.judged.size > self._max_copy_bytes:
+                raise TooBigToCopy(errno.EFBIG, "too big to copy into another filesystem")
             self._tmp = self._copy()
         _claim(self._tmp, dest)
 
@@ -269,7 +282,11 @@ def move_into(src: Path, directory: Path, expect: Identity | None = None) -> Pat
 
 
 def fail_into(
-    src: Path, directory: Path, report: Mapping[str, object], expect: Identity | None = None
+    src: Path,
+    directory: Path,
+    report: Mapping[str, object],
+    expect: Identity | None = None,
+    max_copy_bytes: int | None = None,
 ) -> Path:
     """Move `src` into `directory` with `<its name>.error.json` beside it.
 
@@ -280,7 +297,7 @@ def fail_into(
     file cannot be moved, its sidecar is removed again.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    placement = _Placement(src, directory, expect)
+    placement = _Placement(src, directory, expect, max_copy_bytes)
     sidecar_tmp = directory / _tmp_name()
     try:
         body = json.dumps(report, ensure_ascii=False, indent=2) + "\n"
@@ -340,6 +357,21 @@ def _orphan_of(sidecar: Path, report: Mapping[str, object]) -> bool:
         return found.get("sha256") == report["sha256"]
     keys = ("sha256", "file_name", "size", "organization", "inbox")
     return all(found.get(k) == report.get(k) for k in keys)
+
+
+def write_sidecar_beside(src: Path, report: Mapping[str, object]) -> Path:
+    """The report next to a file that stays where it is (`*.error.json` is never input)."""
+    limit = name_max(src.parent)
+    name = next(candidates(src.name, reserve_bytes=len(SIDECAR_SUFFIX), limit=limit))
+    sidecar = src.with_name(name + SIDECAR_SUFFIX)
+    tmp = src.parent / _tmp_name()
+    try:
+        _write_synced(tmp, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+        os.replace(tmp, sidecar)
+    finally:
+        _unlink_quietly(tmp)
+    fsync_dir(src.parent)
+    return sidecar
 
 
 def _write_synced(path: Path, text: str) -> None:

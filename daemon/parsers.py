@@ -32,6 +32,10 @@ class ParseFailed(Exception):
     """The PDF could not be read within the limits; the message says why."""
 
 
+class ParserUnavailable(Exception):
+    """No parser process could be started: not the file's fault, it must wait."""
+
+
 class _Collect(logging.Handler):
     """In the worker: what pypdf says is kept and sent back, never printed on stderr."""
 
@@ -43,9 +47,13 @@ class _Collect(logging.Handler):
                 self.records.append((record.levelno, record.name, record.getMessage()[:500]))
 
 
-def _start_worker(limit_bytes: int) -> None:
-    """In the worker, before any parse: memory limit, logging, signals."""
+def _start_worker(limit_bytes: int, daemon_pid: int) -> None:
+    """In the worker, before any parse: memory limit, logging, signals, and a leash."""
     import resource
+    import threading
+
+    # A daemon killed outright (SIGKILL, a crash) must not leave parsers behind.
+    threading.Thread(target=_exit_with, args=(daemon_pid,), daemon=True).start()
 
     if limit_bytes > 0:
         # A parse that wants more fails with MemoryError instead of growing.
@@ -56,6 +64,28 @@ def _start_worker(limit_bytes: int) -> None:
     root.handlers[:] = [_Collect()]
     root.setLevel(logging.WARNING)
     logging.captureWarnings(True)
+
+
+def _exit_with(pid: int) -> None:
+    """In the worker: end this process as soon as the daemon's process has ended."""
+    import select
+    import time
+
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        select.select([fd], [], [])
+        os._exit(0)
+    while True:  # no pidfd here: look once a second
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
+            pass
+        time.sleep(1.0)
 
 
 def _parse(data: bytes, check_xsd: bool) -> tuple[Invoice, list[tuple[int, str, str]]]:
@@ -88,9 +118,10 @@ class _Worker:
             max_workers=1,
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=_start_worker,
-            initargs=(self._memory_bytes,),
+            initargs=(self._memory_bytes, os.getpid()),
         )
         self._pid = await asyncio.wrap_future(self._pool.submit(_warm_up))
+        log.debug("parser_started", pid=self._pid)
 
     async def parse(self, data: bytes, check_xsd: bool) -> Invoice:
         assert self._pool is not None, "start() first"
@@ -104,7 +135,7 @@ class _Worker:
         pool, pid = self._pool, self._pid
         self._pool = self._pid = None
         if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(OSError):  # gone already (and its pid maybe reused)
                 os.kill(pid, signal.SIGKILL)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -128,10 +159,10 @@ class ParserPool:
             try:
                 async with asyncio.timeout(_START_TIMEOUT_S):
                     await worker.start()
-            except TimeoutError:
+            except (TimeoutError, BrokenProcessPool, OSError) as exc:
                 worker.kill()
-                raise ParseFailed(
-                    f"the PDF parser did not start within {_START_TIMEOUT_S:g} s"
+                raise ParserUnavailable(
+                    f"no PDF parser process could be started: {type(exc).__name__} {exc}"
                 ) from None
             async with asyncio.timeout(self._timeout_s):
                 return await worker.parse(data, check_xsd)
@@ -150,7 +181,7 @@ class ParserPool:
         except asyncio.CancelledError:
             worker.kill()  # stopping: never wait for a parse
             raise
-        except ParseFailed:
+        except (ParseFailed, ParserUnavailable):
             raise
         except Exception as exc:  # what pypdf says about a PDF it cannot read
             raise ParseFailed(f"the PDF cannot be read: {type(exc).__name__}: {exc}") from None

@@ -23,7 +23,7 @@ _XML = """<?xml version="1.0" encoding="UTF-8"?>
  </rsm:ExchangedDocumentContext>
  <rsm:ExchangedDocument>
   <ram:ID>{number}</ram:ID>
-  <ram:TypeCode>380</ram:TypeCode>
+  <ram:TypeCode>{type_code}</ram:TypeCode>
   <ram:IssueDateTime><udt:DateTimeString format="102">{date}</udt:DateTimeString></ram:IssueDateTime>
  </rsm:ExchangedDocument>
  <rsm:SupplyChainTradeTransaction>
@@ -54,10 +54,13 @@ _XML = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 def facturx_xml(number: str, net_cents: int, *, seller: str = "ACME SAS",
-                buyer: str = "Client SARL", date: str = "20261124") -> bytes:
+                buyer: str = "Client SARL", date: str = "20261124",
+                type_code: str = "380") -> bytes:
+    """380: an invoice; 381: a credit note."""
     tax = net_cents // 5
     return _XML.format(
         number=escape(number), date=date, seller=escape(seller), buyer=escape(buyer),
+        type_code=type_code,
         net=f"{net_cents / 100:.2f}", tax=f"{tax / 100:.2f}",
         gross=f"{(net_cents + tax) / 100:.2f}",
     ).encode("utf-8")

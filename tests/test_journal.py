@@ -160,10 +160,58 @@ async def test_a_journal_of_schema_1_gets_the_invoice_facts_columns(tmp_path):
         await journal.enqueue(LOGIN, "ef" * 32, tmp_path / "b.pdf", "b.pdf", 10, invoice)
         new = await journal.get(LOGIN, "ef" * 32)
         assert new is not None and new.facts is not None and new.facts["number"] == "F-1"
-        found = await journal.find_number(LOGIN, "fr1", "F-1", other_than="00" * 32)
+        found = await journal.find_number(LOGIN, "fr1", "F-1", None, other_than="00" * 32)
         assert found is not None and found.sha256 == "ef" * 32
     finally:
         await journal.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     conn.close()
+
+
+async def test_a_migration_cut_short_leaves_the_journal_as_it_was(tmp_path):
+    db = tmp_path / "state.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(SCHEMA_0_1_0)
+        conn.execute("PRAGMA user_version = 1")
+        # A column the migration will add: the ALTER TABLE for it fails half-way.
+        conn.execute("ALTER TABLE invoices ADD COLUMN currency TEXT")
+    conn.close()
+    with pytest.raises(JournalError):
+        await Journal.open(db)
+    with sqlite3.connect(db) as conn:
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(invoices)")]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+    assert "flavor" not in columns  # nothing of the migration stayed
+
+
+def test_lookup_beside_a_daemon_of_the_previous_version(tmp_path, capsys):
+    """The package is upgraded, the old daemon still runs: its journal is schema 1."""
+    import hashlib
+    import json as jsonlib
+
+    from conftest import to_toml
+
+    invoice = tmp_path / "a.pdf"
+    invoice.write_bytes(b"%PDF-1.7 old\n%%EOF\n")
+    sha = hashlib.sha256(invoice.read_bytes()).hexdigest()
+    db = tmp_path / "state.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(SCHEMA_0_1_0)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO invoices VALUES (?, ?, 'done', 'inv-1', ?, 'a.pdf', 10, 1, NULL, ?, ?)",
+            (LOGIN, sha, os.fsencode(invoice), "t0", "t1"),
+        )
+    conn.close()
+    raw = {"qonto": {"login": LOGIN, "secret_key_env": "QONTO_SECRET_KEY"},
+           "database": {"path": str(db)},
+           "folders": [{"inbox": str(tmp_path / "in"), "done": str(tmp_path / "done"),
+                        "failed": str(tmp_path / "failed")}]}
+    toml = tmp_path / "config.toml"
+    toml.write_text(to_toml(raw), encoding="utf-8")
+    os.environ.update(ENV)
+    assert cli.main(["lookup", "--config", str(toml), "--json", str(invoice)]) == 0
+    row = jsonlib.loads(capsys.readouterr().out)
+    assert row["invoice_id"] == "inv-1" and row["facturx"] is None

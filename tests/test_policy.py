@@ -158,3 +158,32 @@ async def test_a_re_exported_invoice_under_each_duplicate_number_setting(
         assert code == 0 and len(emulator.invoices_of(LOGIN)) == 2
         assert "F-7 (export 2).pdf" in names(ws.done)
         assert bool(events(_logs, "duplicate_number")) == (policy == "warn")
+
+
+async def test_a_credit_note_may_share_its_number_with_an_invoice(ws, qonto, start):
+    emulator, url = qonto
+    ws.invoice("F-9.pdf", "F-9")
+    facturx_pdf(ws.inbox / "credit F-9.pdf", "F-9", type_code="381")
+    assert await asyncio.wait_for((await start(ws.config(url), once=True)).task, 60) == 0
+    assert len(emulator.invoices_of(LOGIN)) == 2
+
+
+async def test_a_queued_file_rewritten_before_it_was_sent_holds_no_number(
+    ws, qonto, start, _logs
+):
+    """Paused by a 401, F-7 waits; the ERP exports it again under the same name."""
+    emulator, url = qonto
+    emulator.faults.unauthorized = True
+    running = await start(ws.config(url))
+    path = ws.invoice("F-7.pdf", "F-7")
+    from conftest import wait_for
+
+    await wait_for(lambda: events(_logs, "org_paused"), what="the organization to pause")
+    again = facturx_pdf(ws.root / "again.pdf", "F-7", date="20261125")
+    again.replace(path)
+    second = sha256_of(path)
+    emulator.faults.unauthorized = False
+    await wait_for(lambda: second in emulator.invoices_of(LOGIN), timeout_s=30,
+                   what="the re-export imported")
+    assert not (ws.failed / "F-7.pdf.error.json").exists()
+    assert await running.stop() == 0

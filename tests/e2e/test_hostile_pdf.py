@@ -60,7 +60,7 @@ async def test_a_slow_pdf_is_cut_short_while_the_others_are_imported(ws: Workspa
 async def test_sigterm_during_a_parse_does_not_wait_for_it(ws: Workspace, qonto):
     _, url = qonto
     toml = ws.write_toml(url, validation={"parse_timeout_seconds": 120.0},
-                         log={"level": "debug"}, service={"shutdown_grace_seconds": 5.0})
+                         log={"level": "debug"}, service={"shutdown_grace_seconds": 30.0})
     log = ws.root / "daemon.log"
     proc = await daemon(toml, log)
     try:
@@ -68,7 +68,8 @@ async def test_sigterm_during_a_parse_does_not_wait_for_it(ws: Workspace, qonto)
         (ws.inbox / "crafted.pdf").write_bytes(slow_pdf(SLOW))
         await wait_for(lambda: seen(log, "file_parsing"), what="the parse to start")
         proc.send_signal(signal.SIGTERM)
-        # The parse has seconds of work left; the stop does not wait for it.
+        # The parse has seconds of work left and the grace period is 30 s: the stop
+        # waits for neither.
         assert await asyncio.wait_for(proc.wait(), 8) == 0
     finally:
         if proc.returncode is None:
@@ -91,3 +92,56 @@ async def test_a_sparse_file_of_many_gigabytes_is_failed_at_once(ws: Workspace, 
     assert report["reason"] == "too_large" and report["sha256"] is None
     assert names(ws.done) == {"small.pdf"}
     assert (await asyncio.to_thread(os.path.getsize, ws.failed / "huge.pdf")) == 100 * 1024**3
+
+
+async def test_a_huge_file_is_not_copied_into_failed_on_another_filesystem(
+    ws: Workspace, qonto, start, tmpfs, _logs
+):
+    _, url = qonto
+    failed = tmpfs("failed", size="16m")
+    huge = ws.inbox / "huge.pdf"
+    with huge.open("wb") as fh:
+        fh.write(b"%PDF-1.7\n")
+        fh.truncate(20 * 1024**3)
+    raw = ws.config_dict(url, watch={"rescan_seconds": 0.2})
+    raw["folders"][0]["failed"] = str(failed)
+    from conftest import ENV
+
+    from daemon import config as config_mod
+
+    running = await start(config_mod.from_dict(raw, env=ENV, base_dir=ws.root))
+    sidecar = ws.inbox / "huge.pdf.error.json"
+    await wait_for(sidecar.exists, what="the report beside the file")
+    ws.invoice("after.pdf")  # several rescans later, the huge file was not judged again
+    await wait_for(lambda: (ws.done / "after.pdf").exists(), what="after.pdf in done/")
+    assert await running.stop() == 0
+    assert json.loads(sidecar.read_text())["reason"] == "too_large"
+    assert huge.exists() and os.listdir(failed) == []
+    assert len([e for e in _logs if e["event"] == "file_failed"]) == 1  # judged once
+
+
+async def test_parsers_do_not_outlive_a_killed_daemon(ws: Workspace, qonto):
+    _, url = qonto
+    toml = ws.write_toml(url, log={"level": "debug"})
+    log = ws.root / "daemon.log"
+    ws.invoice("a.pdf")
+    proc = await daemon(toml, log)
+    try:
+        await wait_for(lambda: seen(log, "parser_started"), what="a parser process")
+        pids = [e["pid"] for e in log_events(log) if e["event"] == "parser_started"]
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+    def gone(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        except FileNotFoundError:
+            return True
+        return state == "Z"
+
+    await wait_for(lambda: all(gone(pid) for pid in pids), timeout_s=15,
+                   what="the parser processes to end with the daemon")

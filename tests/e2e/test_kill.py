@@ -18,7 +18,8 @@ async def test_sigkill_during_a_copy_across_filesystems(ws: Workspace, qonto, tm
     with big.open("wb") as fh:  # too large: filed into failed/ by a long copy
         fh.write(b"%PDF-1.7\n")
         fh.truncate(400 * 1024 * 1024)
-    raw = ws.config_dict(url, upload={"max_file_bytes": 1_000_000})
+    # Too large for Qonto, yet small enough to be worth a copy into failed/ (10 x the limit).
+    raw = ws.config_dict(url, upload={"max_file_bytes": 50_000_000})
     raw["folders"][0]["failed"] = str(failed)
     toml = ws.root / "config.toml"
     toml.write_text(to_toml(raw), encoding="utf-8")
