@@ -117,6 +117,7 @@ class Config:
     log_format: str = "auto"
     log_level: str = "info"
     heartbeat_s: float = 300.0
+    notes: tuple[str, ...] = ()  # warnings about a configuration that loads all the same
 
     def secret_values(self) -> list[str]:
         """Every secret the configuration holds, for redaction."""
@@ -199,35 +200,63 @@ def _section(raw: Mapping[str, Any], name: str) -> _Table:
 
 
 def _read_secret(
-    table: _Table, env: Mapping[str, str], base_dir: Path, *, prefix: str, required: bool
+    table: _Table,
+    env: Mapping[str, str],
+    base_dir: Path,
+    *,
+    prefix: str,
+    required: bool,
+    notes: list[str],
 ) -> Secret | None:
-    env_key = f"{prefix}_env"
-    file_key = f"{prefix}_file"
-    env_name = table.optional(env_key, str)
-    file_name = table.optional(file_key, str)
-    if env_name is not None and file_name is not None:
-        raise ConfigError(f"{table._name(env_key)} and {table._name(file_key)}: set only one")
+    """A secret from exactly one source: `*_env`, `*_file`, or `*_credential` (systemd)."""
+    keys = [f"{prefix}_env", f"{prefix}_file", f"{prefix}_credential"]
+    env_name, file_name, credential = (table.optional(k, str) for k in keys)
+    given = [table._name(k) for k, v in zip(keys, (env_name, file_name, credential), strict=True)
+             if v is not None]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)}: set only one source for the secret")
     if env_name is not None:
         value = env.get(env_name, "")
         if not value.strip():
             raise ConfigError(
-                f"{table._name(env_key)}: environment variable {env_name} is not set or empty"
+                f"{table._name(keys[0])}: environment variable {env_name} is not set or empty"
             )
-        return _secret(value.strip(), table._name(env_key))
+        return _secret(value.strip(), table._name(keys[0]))
     if file_name is not None:
         path = _resolve(base_dir, file_name)
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
+        return _secret_file(path, table._name(keys[1]), notes)
+    if credential is not None:
+        directory = env.get("CREDENTIALS_DIRECTORY", "")
+        if not directory:
             raise ConfigError(
-                f"{table._name(file_key)}: cannot read {path}: {exc.strerror}"
-            ) from None
-        if not value:
-            raise ConfigError(f"{table._name(file_key)}: {path} is empty")
-        return _secret(value, table._name(file_key))
+                f"{table._name(keys[2])}: $CREDENTIALS_DIRECTORY is not set; systemd sets it "
+                f"for a unit with LoadCredential={credential}:/path/to/the/secret"
+            )
+        if "/" in credential or credential in (".", ".."):
+            raise ConfigError(f"{table._name(keys[2])} must be a credential name, not a path")
+        # systemd made this copy for the service alone: its mode is systemd's business.
+        return _secret_file(Path(directory) / credential, table._name(keys[2]), None)
     if required:
-        raise ConfigError(f"{table._where}: set {env_key} or {file_key} for the secret key")
+        raise ConfigError(
+            f"{table._where}: set {keys[0]}, {keys[1]} or {keys[2]} for the secret key"
+        )
     return None
+
+
+def _secret_file(path: Path, key: str, notes: list[str] | None) -> Secret:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"{key}: {path} is empty")
+    if notes is not None and mode & 0o077:
+        notes.append(
+            f"{key}: {path} can be read by its group or by others (mode {mode & 0o777:o}): "
+            "make it 0600, or use systemd credentials (secret_key_credential)"
+        )
+    return _secret(value, key)
 
 
 def _secret(value: str, key: str) -> Secret:
@@ -247,7 +276,11 @@ def _resolve(base_dir: Path, value: str) -> Path:
 
 
 def _organization(
-    table: _Table, env: Mapping[str, str], base_dir: Path, parent: Organization | None
+    table: _Table,
+    env: Mapping[str, str],
+    base_dir: Path,
+    parent: Organization | None,
+    notes: list[str],
 ) -> Organization:
     if "secret_key" in table._data:
         raise ConfigError(
@@ -256,11 +289,16 @@ def _organization(
         )
     base_url = table.optional("base_url", str)
     login = table.optional("login", str)
-    has_secret = any(k in table._data for k in ("secret_key_env", "secret_key_file"))
-    has_staging = any(k in table._data for k in ("staging_token_env", "staging_token_file"))
+    has_secret = any(
+        k in table._data for k in ("secret_key_env", "secret_key_file", "secret_key_credential")
+    )
+    has_staging = any(
+        k in table._data
+        for k in ("staging_token_env", "staging_token_file", "staging_token_credential")
+    )
     if parent is not None and login is None and not has_secret and base_url is None:
         # The folder belongs to the main organization. Still mark the keys as read.
-        _read_secret(table, env, base_dir, prefix="staging_token", required=False)
+        _read_secret(table, env, base_dir, prefix="staging_token", required=False, notes=notes)
         if has_staging:
             raise ConfigError(f"{table._where}: staging_token_env needs login and a secret key")
         return parent
@@ -268,9 +306,9 @@ def _organization(
         raise ConfigError(f"missing required key {table._name('login')}")
     if not login.strip():
         raise ConfigError(f"{table._name('login')} must not be empty")
-    secret = _read_secret(table, env, base_dir, prefix="secret_key", required=True)
+    secret = _read_secret(table, env, base_dir, prefix="secret_key", required=True, notes=notes)
     assert secret is not None
-    staging = _read_secret(table, env, base_dir, prefix="staging_token", required=False)
+    staging = _read_secret(table, env, base_dir, prefix="staging_token", required=False, notes=notes)
     if parent is not None:
         base_url = base_url or parent.base_url
         if staging is None and not has_staging and base_url == parent.base_url:
@@ -319,6 +357,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
 
 
 def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path) -> Config:
+    notes: list[str] = []  # what a configuration that loads still has to say
     top = _Table(raw, "")
     for name in ("qonto", "database", "watch", "upload", "validation", "service", "log",
                  "folders"):
@@ -326,7 +365,7 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
     top.finish()
 
     qonto = _section(raw, "qonto")
-    main_org = _organization(qonto, env, base_dir, parent=None)
+    main_org = _organization(qonto, env, base_dir, parent=None, notes=notes)
     qonto.finish()
 
     database = _section(raw, "database")
@@ -411,7 +450,7 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
     heartbeat_s = log.positive("heartbeat_seconds", float, 300.0)
     log.finish()
 
-    folders = _folders(raw.get("folders"), env, base_dir, main_org, validation.facturx)
+    folders = _folders(raw.get("folders"), env, base_dir, main_org, validation.facturx, notes)
     for index, folder in enumerate(folders):
         if _within(db_path, folder.inbox):
             raise ConfigError(
@@ -428,6 +467,7 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
         log_format=log_format,
         log_level=log_level,
         heartbeat_s=heartbeat_s,
+        notes=tuple(notes),
     )
 
 
@@ -447,7 +487,12 @@ def _non_negative(table: _Table, key: str, default: float) -> float:
 
 
 def _folders(
-    raw: object, env: Mapping[str, str], base_dir: Path, main_org: Organization, facturx: str
+    raw: object,
+    env: Mapping[str, str],
+    base_dir: Path,
+    main_org: Organization,
+    facturx: str,
+    notes: list[str],
 ) -> tuple[Folder, ...]:
     if raw is None:
         raise ConfigError("missing [[folders]]: configure at least one inbox")
@@ -464,7 +509,7 @@ def _folders(
         done = _resolve(base_dir, table.get("done", str, required=True))
         failed = _resolve(base_dir, table.get("failed", str, required=True))
         policy = _choice(table, "facturx", FACTURX_POLICIES, facturx)
-        org = _organization(table, env, base_dir, parent=main_org)
+        org = _organization(table, env, base_dir, parent=main_org, notes=notes)
         table.finish()
         known = logins.setdefault(org.key, org)
         if known != org:

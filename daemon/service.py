@@ -156,6 +156,8 @@ class Service:
                     organizations=[o.login for o in cfg.organizations],
                     database=str(cfg.database),
                 )
+                for note in cfg.notes:
+                    log.warning("config_warning", detail=note)
                 await self._reconcile(journal)
                 if not self._stopping.is_set():
                     self._working = True

@@ -182,3 +182,40 @@ def test_a_secret_with_a_line_break_is_refused_without_repeating_it(tmp_path):
         load(tmp_path, text)
     assert "qonto.secret_key_file" in str(caught.value) and "line break" in str(caught.value)
     assert "s3cr3t" not in str(caught.value)
+
+
+def test_secrets_from_systemd_credentials(tmp_path):
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "qonto-secret-key").write_text("cr3d-s3cret\n")
+    (creds / "staging").write_text("stg\n")
+    text = MINIMAL.replace(
+        'secret_key_env = "QONTO_SECRET_KEY"',
+        'secret_key_credential = "qonto-secret-key"\nstaging_token_credential = "staging"',
+    )
+    cfg = load(tmp_path, text, env={"CREDENTIALS_DIRECTORY": str(creds)})
+    org = cfg.folders[0].org
+    assert org.secret.reveal() == "cr3d-s3cret" and org.staging_token.reveal() == "stg"
+    assert "cr3d" not in repr(cfg)
+    with pytest.raises(ConfigError, match="CREDENTIALS_DIRECTORY is not set"):
+        load(tmp_path, text, env={})
+
+
+def test_exactly_one_source_per_secret(tmp_path):
+    text = MINIMAL.replace(
+        'secret_key_env = "QONTO_SECRET_KEY"',
+        'secret_key_env = "QONTO_SECRET_KEY"\nsecret_key_credential = "k"',
+    )
+    with pytest.raises(ConfigError, match="qonto.secret_key_env and qonto.secret_key_credential"):
+        load(tmp_path, text)
+
+
+def test_a_secret_file_others_can_read_is_warned_about(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("k3y-in-a-file")
+    secret.chmod(0o644)
+    text = MINIMAL.replace('secret_key_env = "QONTO_SECRET_KEY"', f'secret_key_file = "{secret}"')
+    (note,) = load(tmp_path, text).notes
+    assert "qonto.secret_key_file" in note and "0600" in note and "k3y" not in note
+    secret.chmod(0o600)
+    assert load(tmp_path, text).notes == ()
