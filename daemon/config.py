@@ -308,7 +308,9 @@ def _organization(
         raise ConfigError(f"{table._name('login')} must not be empty")
     secret = _read_secret(table, env, base_dir, prefix="secret_key", required=True, notes=notes)
     assert secret is not None
-    staging = _read_secret(table, env, base_dir, prefix="staging_token", required=False, notes=notes)
+    staging = _read_secret(
+        table, env, base_dir, prefix="staging_token", required=False, notes=notes
+    )
     if parent is not None:
         base_url = base_url or parent.base_url
         if staging is None and not has_staging and base_url == parent.base_url:
