@@ -13,7 +13,7 @@ from pathlib import Path
 import structlog
 
 from . import __version__, config, inspect, logs
-from .errors import ConfigError, JournalError, UnsafeFile
+from .errors import AlreadyRunning, ConfigError, JournalError, UnsafeFile
 from .journal import Journal
 from .redact import Redactor
 from .service import Service
@@ -78,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "journal_unusable", error=str(exc), hint=exc.hint, path=exc.path
         )
         return EX_TEMPFAIL if exc.temporary else EX_CONFIG
+    except AlreadyRunning as exc:
+        # 75: under systemd, try again later (the other one may be a manual run that ends).
+        structlog.get_logger().critical("daemon_already_running", error=str(exc))
+        return EX_TEMPFAIL
     except Exception as exc:
         structlog.get_logger().critical(
             "daemon_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True

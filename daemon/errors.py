@@ -31,6 +31,10 @@ class JournalError(Exception):
         self.temporary = temporary
 
 
+class AlreadyRunning(Exception):
+    """Another daemon runs on the same journal (and so the same folders)."""
+
+
 class JournalUnavailable(Exception):
     """A journal write was still refused (a full disk) when the daemon stopped."""
 

@@ -26,9 +26,12 @@ from . import __version__, mover, qonto, signals, watcher
 from .aio import wait_event, wait_first
 from .batcher import Limits
 from .config import Config, Folder
+from .errors import AlreadyRunning, JournalError
 from .filing import Filing
 from .intake import Intake
 from .journal import IMPORTED, Journal
+from .lock import InstanceLock
+from .lock import holder as lock_holder
 from .notify import Notifier
 from .parsers import ParserPool
 from .qonto import QontoClient
@@ -133,6 +136,26 @@ class Service:
                 self._notify.close()
 
     async def _run(self) -> int:
+        cfg = self.config
+        instance = InstanceLock(cfg.database)
+        try:
+            if not await asyncio.to_thread(instance.acquire):
+                holder = await asyncio.to_thread(lock_holder, cfg.database)
+                raise AlreadyRunning(
+                    f"another daemon (pid {holder}) runs on the journal {cfg.database}: "
+                    "one daemon per configuration"
+                )
+        except OSError as exc:
+            raise JournalError(
+                cfg.database, f"cannot take its lock {instance.path}: {exc.strerror or exc}",
+                "give the daemon's user write access to the journal's folder",
+            ) from None
+        try:
+            return await self._run_locked()
+        finally:
+            instance.release()
+
+    async def _run_locked(self) -> int:
         cfg = self.config
         journal = await Journal.open(cfg.database)
         journal.stopping = self._stopping
