@@ -12,7 +12,8 @@ from pathlib import Path
 
 import structlog
 
-from . import __version__, config, inspect, logs
+from . import __version__, config, inspect, logs, online
+from . import status as status_mod
 from .errors import AlreadyRunning, ConfigError, JournalError, UnsafeFile
 from .journal import Journal
 from .redact import Redactor
@@ -45,6 +46,20 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument("--json", action="store_true", help="one JSON object per line")
     lookup.add_argument("paths", nargs="+", type=Path, metavar="PATH")
 
+    status = sub.add_parser("status", help="what the daemon is doing (it may be running)")
+    status.add_argument("--config", required=True, type=Path)
+    status.add_argument("--json", action="store_true", help="one JSON object")
+
+    retry = sub.add_parser("retry", help="move failed files back into their inbox")
+    retry.add_argument("--config", required=True, type=Path)
+    retry.add_argument("--all", action="store_true", help="every file in every failed/ folder")
+    retry.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+
+    check = sub.add_parser("check-config", help="check a configuration before (re)starting")
+    check.add_argument("--config", required=True, type=Path)
+    check.add_argument("--online", action="store_true",
+                       help="also make one authenticated read-only request per organization")
+
     demo = sub.add_parser("demo", help="a self-contained run against a local Qonto stand-in")
     demo.add_argument("--keep", action="store_true", help="keep the temporary workspace")
     return parser
@@ -61,6 +76,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"qonto-invoice-daemon: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    if args.command == "status":
+        report = asyncio.run(status_mod.collect(cfg))
+        print(status_mod.as_json(report) if args.json else status_mod.render(report))
+        return EX_OK
+    if args.command == "retry":
+        if not args.paths and not args.all:
+            print("qonto-invoice-daemon: retry: name failed files, or --all", file=sys.stderr)
+            return EX_USAGE
+        moved, problems = status_mod.retry(cfg, args.paths, args.all)
+        for line in moved:
+            print(f"moved {logs.printable(line)}")
+        for line in problems:
+            print(f"qonto-invoice-daemon: retry: {logs.printable(line)}", file=sys.stderr)
+        return EX_OK if not problems else EX_FAILED
+    if args.command == "check-config":
+        problems, notes = status_mod.check(cfg)
+        if args.online:
+            problems += asyncio.run(online.check(cfg))
+        for note in notes:
+            print(f"note: {note}")
+        for problem in problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        if not problems:
+            print("configuration OK")
+        return EX_CONFIG if problems else EX_OK
     if args.command == "lookup":
         try:
             return asyncio.run(lookup(cfg, args.paths, as_json=args.json))

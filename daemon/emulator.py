@@ -28,6 +28,7 @@ from aiohttp import BodyPartReader, web
 from .inspect import sniff
 
 BULK_PATH = "/v2/client_invoices/bulk"
+LIST_PATH = "/v2/client_invoices"
 STATE_PATH = "/_emulator/invoices"
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Log in</body></html>"
 
@@ -95,8 +96,19 @@ class Emulator:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_request_bytes * 2)
         app.router.add_post(BULK_PATH, self._bulk)
+        app.router.add_get(LIST_PATH, self._list)
         app.router.add_get(STATE_PATH, self._state)
         return app
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """The first page of an organization's client invoices (what a probe reads)."""
+        login = self._authenticate(request.headers.get("Authorization", ""))
+        if login is None or self.faults.unauthorized:
+            return self._fail(request, 401, "unauthorized",
+                              "The authentication credentials are invalid.")
+        mine = [i for i in self.invoices.values() if i.login == login]
+        page = [{"id": i.invoice_id} for i in mine[: int(request.query.get("per_page", "100"))]]
+        return web.json_response({"client_invoices": page, "meta": {"total_count": len(mine)}})
 
     async def _state(self, request: web.Request) -> web.Response:
         return web.json_response(

@@ -56,6 +56,10 @@ FACT_COLUMNS = (
 )
 _MIGRATE_TO_2 = "".join(f"ALTER TABLE invoices ADD COLUMN {c} TEXT;\n" for c in FACT_COLUMNS) + (
     "CREATE INDEX IF NOT EXISTS invoices_number ON invoices (org, seller_key, invoice_number);\n"
+    # What the running daemon knows of each organization, for `status`.
+    "CREATE TABLE IF NOT EXISTS organizations (\n"
+    "    org TEXT PRIMARY KEY, paused INTEGER, paused_reason TEXT,\n"
+    "    last_success_at TEXT, last_error TEXT, last_error_at TEXT, updated_at TEXT NOT NULL);\n"
 )
 
 
@@ -477,6 +481,56 @@ class Journal:
             (now,),
         ))
         return cur.rowcount
+
+    async def note_org(
+        self,
+        org: str,
+        *,
+        paused: bool | None = None,
+        reason: str | None = None,
+        success: bool = False,
+        error: str | None = None,
+    ) -> None:
+        """What `status` shows of an organization: paused and why, last success, last error."""
+        now = _now()
+        await self._write(lambda: self._db.execute(
+            """
+            INSERT INTO organizations (org, paused, paused_reason, last_success_at, last_error,
+                                       last_error_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (org) DO UPDATE SET
+                paused = COALESCE(excluded.paused, paused),
+                paused_reason = CASE WHEN excluded.paused IS NULL THEN paused_reason
+                                     ELSE excluded.paused_reason END,
+                last_success_at = COALESCE(excluded.last_success_at, last_success_at),
+                last_error = COALESCE(excluded.last_error, last_error),
+                last_error_at = COALESCE(excluded.last_error_at, last_error_at),
+                updated_at = excluded.updated_at
+            """,
+            (org, None if paused is None else int(paused), reason if paused else None,
+             now if success else None, error, now if error else None, now),
+        ))
+
+    async def organizations(self) -> dict[str, dict[str, object]]:
+        try:
+            async with self._db.execute("SELECT * FROM organizations") as cur:
+                rows = await cur.fetchall()
+        except sqlite3.OperationalError:  # a journal from before the table
+            return {}
+        return {
+            r["org"]: {
+                "paused": bool(r["paused"]), "paused_reason": r["paused_reason"],
+                "last_success_at": r["last_success_at"], "last_error": r["last_error"],
+                "last_error_at": r["last_error_at"],
+            }
+            for r in rows
+        }
+
+    async def places(self) -> list[tuple[str, str, Path]]:
+        """(org, state, path) of every row: `status` counts them per folder."""
+        async with self._db.execute("SELECT org, state, path FROM invoices") as cur:
+            rows = await cur.fetchall()
+        return [(r["org"], r["state"], Path(os.fsdecode(bytes(r["path"])))) for r in rows]
 
     async def counts(self) -> dict[str, int]:
         async with self._db.execute(

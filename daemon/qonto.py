@@ -22,6 +22,7 @@ from .errors import Transient, Unmatched, classify_http
 from .redact import NOTHING, Redactor
 
 BULK_PATH = "/v2/client_invoices/bulk"
+LIST_PATH = "/v2/client_invoices"
 FIELD = "client_invoices"
 _BOUNDARY_LEN = 32  # aiohttp's own: uuid4().hex
 _SNIPPET_CHARS = 200
@@ -142,6 +143,34 @@ class QontoClient:
         errors = _parse_errors(raw, self._redact)
         headers = {k: self._redact(v) for k, v in headers.items()}
         raise classify_http(status, headers, errors, _snippet(raw, self._redact))
+
+
+async def probe(
+    session: aiohttp.ClientSession,
+    org: Organization,
+    timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 -- aiohttp's own, passed through
+    redact: Redactor = NOTHING,
+) -> None:
+    """One authenticated, read-only request (the first page of client invoices).
+
+    Raises what an upload would: AuthProblem for a refused key, Transient otherwise.
+    """
+    client = QontoClient(session, org, timeout, redact)
+    try:
+        async with session.get(
+            org.base_url + LIST_PATH, params={"per_page": "1"}, headers=client._headers(),
+            timeout=timeout, allow_redirects=False,
+        ) as resp:
+            raw = await resp.read()
+            status = resp.status
+            headers = {k: redact(v) for k, v in resp.headers.items()}
+    except TimeoutError:
+        raise Transient(f"no answer within {timeout.total:g} s") from None
+    except aiohttp.ClientError as exc:
+        raise Transient(f"connection failed: {_describe(exc, redact)}") from None
+    if status == 200:
+        return
+    raise classify_http(status, headers, _parse_errors(raw, redact), _snippet(raw, redact))
 
 
 def _describe(exc: BaseException, redact: Redactor) -> str:

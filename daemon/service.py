@@ -11,6 +11,7 @@ Tasks, all owned by one TaskGroup:
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
 import signal
@@ -138,6 +139,14 @@ class Service:
     async def _run(self) -> int:
         cfg = self.config
         instance = InstanceLock(cfg.database)
+        try:
+            await asyncio.to_thread(cfg.database.parent.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(
+                cfg.database, f"cannot create its folder: {exc.strerror or exc}",
+                "create the folder, or let systemd make it (StateDirectory=)",
+                temporary=exc.errno in (errno.ENOSPC, errno.EDQUOT),
+            ) from None
         try:
             if not await asyncio.to_thread(instance.acquire):
                 holder = await asyncio.to_thread(lock_holder, cfg.database)

@@ -269,12 +269,15 @@ class OrgUploader:
                     retry_after_s=exc.retry_after_s,
                 )
                 await self._journal.note_error(self.org, [p.sha256 for p in batch], str(exc))
+                await self._journal.note_org(self.org, error=str(exc))
                 if await wait_event(self._stopping, delay_s):
                     self._leave(batch)
                     return
                 continue
             except AuthProblem as exc:
                 await self._journal.note_error(self.org, [p.sha256 for p in batch], str(exc))
+                await self._journal.note_org(self.org, paused=True, reason=exc.hint,
+                                             error=str(exc))
                 self._pause(exc)
                 continue
             except (Rejected, Unmatched) as exc:
@@ -373,6 +376,7 @@ class OrgUploader:
     ) -> None:
         by_sha = {p.sha256: ids[p.file_name] for p in batch}
         await self._journal.record_imported(self.org, by_sha)
+        await self._journal.note_org(self.org, paused=False, success=True)
         log.info(
             "batch_uploaded", batch_id=batch_id, org=self.org, files=len(batch),
             bytes=batcher.request_bytes(batch, self._limits), duration_s=round(elapsed_s, 3),
