@@ -107,10 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except JournalError as exc:
             print(f"qonto-invoice-daemon: {exc}: {exc.hint}", file=sys.stderr)
             return EX_TEMPFAIL if exc.temporary else EX_CONFIG
-    logs.configure(cfg.log_format, cfg.log_level, redact=Redactor(cfg.secret_values()))
+    redact = Redactor(cfg.secret_values())
+    logs.configure(cfg.log_format, cfg.log_level, redact=redact)
 
     try:
-        return _serve(Service(cfg, once=args.once))
+        return _serve(Service(cfg, once=args.once, redact=redact))
     except KeyboardInterrupt:
         return EX_OK
     except JournalError as exc:

@@ -45,14 +45,28 @@ class Secret:
         return hash(self._value)
 
 
+DEFAULT_TOKEN_URL = "https://oauth.qonto.com/oauth2/token"
+
+
+@dataclass(frozen=True)
+class OAuth:
+    """OAuth 2.0 with rotating refresh tokens (the first one from Qonto's consent flow)."""
+
+    client_id: str
+    client_secret: Secret = field(repr=False)
+    refresh_token: Secret = field(repr=False)  # used while the journal holds none newer
+    token_url: str = DEFAULT_TOKEN_URL
+
+
 @dataclass(frozen=True)
 class Organization:
-    """Who uploads: a Qonto organization reached with an API key."""
+    """Who uploads: a Qonto organization, reached with an API key or OAuth."""
 
     base_url: str
-    login: str
-    secret: Secret = field(repr=False)
+    login: str  # the organization's slug: the journal's name for it, whatever the auth
+    secret: Secret | None = field(default=None, repr=False)  # the API key's secret
     staging_token: Secret | None = field(default=None, repr=False)
+    oauth: OAuth | None = None
 
     @property
     def key(self) -> str:
@@ -123,9 +137,11 @@ class Config:
         """Every secret the configuration holds, for redaction."""
         values: list[str] = []
         for org in self.organizations:
-            values.append(org.secret.reveal())
-            if org.staging_token is not None:
-                values.append(org.staging_token.reveal())
+            for secret in (org.secret, org.staging_token):
+                if secret is not None:
+                    values.append(secret.reveal())
+            if org.oauth is not None:
+                values += [org.oauth.client_secret.reveal(), org.oauth.refresh_token.reveal()]
         return values
 
     @property
@@ -289,7 +305,9 @@ def _organization(
         )
     base_url = table.optional("base_url", str)
     login = table.optional("login", str)
-    has_secret = any(
+    auth = table.optional("auth", str)
+    oauth_keys = [k for k in table._data if k.startswith(("client_", "refresh_token", "token_url"))]
+    has_secret = auth is not None or bool(oauth_keys) or any(
         k in table._data for k in ("secret_key_env", "secret_key_file", "secret_key_credential")
     )
     has_staging = any(
@@ -306,8 +324,19 @@ def _organization(
         raise ConfigError(f"missing required key {table._name('login')}")
     if not login.strip():
         raise ConfigError(f"{table._name('login')} must not be empty")
-    secret = _read_secret(table, env, base_dir, prefix="secret_key", required=True, notes=notes)
-    assert secret is not None
+    auth = auth or "api_key"
+    if auth not in ("api_key", "oauth"):
+        raise ConfigError(f'{table._name("auth")} must be "api_key" or "oauth", got "{auth}"')
+    secret: Secret | None = None
+    oauth: OAuth | None = None
+    if auth == "api_key":
+        if oauth_keys:
+            raise ConfigError(f'{table._name(oauth_keys[0])} needs auth = "oauth"')
+        secret = _read_secret(
+            table, env, base_dir, prefix="secret_key", required=True, notes=notes
+        )
+    else:
+        oauth = _oauth(table, env, base_dir, notes)
     staging = _read_secret(
         table, env, base_dir, prefix="staging_token", required=False, notes=notes
     )
@@ -318,8 +347,25 @@ def _organization(
     base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
     _check_base_url(base_url, table._name("base_url"))
     return Organization(
-        base_url=base_url, login=login.strip(), secret=secret, staging_token=staging
+        base_url=base_url, login=login.strip(), secret=secret, staging_token=staging, oauth=oauth
     )
+
+
+def _oauth(table: _Table, env: Mapping[str, str], base_dir: Path, notes: list[str]) -> OAuth:
+    if any(k.startswith("secret_key") for k in table._data):
+        raise ConfigError(f'{table._where}: with auth = "oauth" there is no secret_key')
+    client_id = table.get("client_id", str, required=True).strip()
+    if not client_id:
+        raise ConfigError(f"{table._name('client_id')} must not be empty")
+    client_secret = _read_secret(
+        table, env, base_dir, prefix="client_secret", required=True, notes=notes
+    )
+    refresh = _read_secret(table, env, base_dir, prefix="refresh_token", required=True,
+                           notes=notes)
+    token_url = table.get("token_url", str, DEFAULT_TOKEN_URL).rstrip("/")
+    _check_base_url(token_url, table._name("token_url"))
+    assert client_secret is not None and refresh is not None
+    return OAuth(client_id, client_secret, refresh, token_url)
 
 
 def _check_base_url(url: str, key: str) -> None:

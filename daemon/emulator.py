@@ -29,6 +29,7 @@ from .inspect import sniff
 
 BULK_PATH = "/v2/client_invoices/bulk"
 LIST_PATH = "/v2/client_invoices"
+TOKEN_PATH = "/oauth2/token"
 STATE_PATH = "/_emulator/invoices"
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Log in</body></html>"
 
@@ -83,6 +84,12 @@ class Emulator:
         self.max_file_bytes = max_file_bytes
         self.max_request_bytes = max_request_bytes
         self.invoices: dict[tuple[str, str], Invoice] = {}
+        # OAuth: client_id -> (secret, login); live refresh tokens -> (client_id, login).
+        self.oauth_clients: dict[str, tuple[str, str]] = {}
+        self.refresh_tokens: dict[str, tuple[str, str]] = {}
+        self.access_lifetime_s = 3600.0
+        self._access_expiry: dict[str, float] = {}
+        self.refreshes = 0
         self.requests = 0
         self.statuses: dict[int, int] = {}
         self._rng = random.Random(seed)
@@ -97,8 +104,41 @@ class Emulator:
         app = web.Application(client_max_size=self.max_request_bytes * 2)
         app.router.add_post(BULK_PATH, self._bulk)
         app.router.add_get(LIST_PATH, self._list)
+        app.router.add_post(TOKEN_PATH, self._token)
         app.router.add_get(STATE_PATH, self._state)
         return app
+
+    def add_oauth_client(self, login: str, client_id: str, client_secret: str) -> str:
+        """Register an OAuth client for `login`; returns its first refresh token."""
+        self.oauth_clients[client_id] = (client_secret, login)
+        first = f"rt-{uuid.uuid4().hex}"
+        self.refresh_tokens[first] = (client_id, login)
+        return first
+
+    def revoke_access_tokens(self) -> None:
+        self.bearer_tokens.clear()
+        self._access_expiry.clear()
+
+    async def _token(self, request: web.Request) -> web.Response:
+        """Qonto's token endpoint, refresh grant only: refresh tokens rotate, a used one dies."""
+        form = await request.post()
+        client = self.oauth_clients.get(str(form.get("client_id", "")))
+        if client is None or client[0] != form.get("client_secret"):
+            return web.json_response({"error": "invalid_client"}, status=401)
+        if form.get("grant_type") != "refresh_token":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        owner = self.refresh_tokens.pop(str(form.get("refresh_token", "")), None)
+        if owner is None or owner[0] != form.get("client_id"):
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        self.refreshes += 1
+        access, refresh = f"at-{uuid.uuid4().hex}", f"rt-{uuid.uuid4().hex}"
+        self.bearer_tokens[access] = owner[1]
+        self._access_expiry[access] = asyncio.get_running_loop().time() + self.access_lifetime_s
+        self.refresh_tokens[refresh] = owner
+        return web.json_response({
+            "access_token": access, "token_type": "bearer",
+            "expires_in": self.access_lifetime_s, "refresh_token": refresh,
+        })
 
     async def _list(self, request: web.Request) -> web.Response:
         """The first page of an organization's client invoices (what a probe reads)."""
@@ -201,7 +241,11 @@ class Emulator:
 
     def _authenticate(self, header: str) -> str | None:
         if header.startswith("Bearer "):
-            return self.bearer_tokens.get(header[len("Bearer ") :])
+            token = header[len("Bearer ") :]
+            expiry = self._access_expiry.get(token)
+            if expiry is not None and asyncio.get_running_loop().time() > expiry:
+                return None  # expired: 401
+            return self.bearer_tokens.get(token)
         login, sep, secret = header.partition(":")
         if sep and login in self.keys and self.keys[login] == secret:
             return login

@@ -60,6 +60,11 @@ _MIGRATE_TO_2 = "".join(f"ALTER TABLE invoices ADD COLUMN {c} TEXT;\n" for c in 
     "CREATE TABLE IF NOT EXISTS organizations (\n"
     "    org TEXT PRIMARY KEY, paused INTEGER, paused_reason TEXT,\n"
     "    last_success_at TEXT, last_error TEXT, last_error_at TEXT, updated_at TEXT NOT NULL);\n"
+    # OAuth refresh tokens rotate: the newest is kept here, durably, before it is used.
+    # `configured` is the sha256 of the token in the configuration it replaced.
+    "CREATE TABLE IF NOT EXISTS oauth_tokens (\n"
+    "    org TEXT PRIMARY KEY, refresh_token TEXT NOT NULL, configured TEXT NOT NULL,\n"
+    "    updated_at TEXT NOT NULL);\n"
 )
 
 
@@ -525,6 +530,25 @@ class Journal:
             }
             for r in rows
         }
+
+    async def refresh_token(self, org: str) -> tuple[str, str] | None:
+        """(the newest refresh token, sha256 of the configured one it descends from)."""
+        async with self._db.execute(
+            "SELECT refresh_token, configured FROM oauth_tokens WHERE org = ?", (org,)
+        ) as cur:
+            row = await cur.fetchone()
+        return (row["refresh_token"], row["configured"]) if row else None
+
+    async def store_refresh_token(self, org: str, token: str, configured: str) -> None:
+        """Committed (synchronous=FULL) before the new access token is used."""
+        now = _now()
+        await self._write(lambda: self._db.execute(
+            "INSERT INTO oauth_tokens (org, refresh_token, configured, updated_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (org) DO UPDATE SET "
+            "refresh_token = excluded.refresh_token, configured = excluded.configured, "
+            "updated_at = excluded.updated_at",
+            (org, token, configured, now),
+        ))
 
     async def places(self) -> list[tuple[str, str, Path]]:
         """(org, state, path) of every row: `status` counts them per folder."""

@@ -17,6 +17,9 @@ async def check(cfg: Config) -> list[str]:
     timeout = aiohttp.ClientTimeout(total=30, sock_connect=cfg.upload.connect_timeout_s)
     async with aiohttp.ClientSession() as session:
         for org in cfg.organizations:
+            if org.oauth is not None:
+                # A refresh here would rotate the token under a running daemon: not checked.
+                continue
             try:
                 await probe(session, org, timeout, redact)
             except AuthProblem as exc:

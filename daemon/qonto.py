@@ -11,7 +11,7 @@ import json
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import payload
@@ -97,6 +97,7 @@ class QontoClient:
         org: Organization,
         timeout: aiohttp.ClientTimeout,
         redact: Redactor = NOTHING,
+        tokens: Tokens | None = None,
     ) -> None:
         self._session = session
         self._org = org
@@ -104,10 +105,16 @@ class QontoClient:
         self._url = org.base_url + BULK_PATH
         # Whatever a server says may echo our headers: it is cleaned before it goes anywhere.
         self._redact = redact
+        self._tokens = tokens  # OAuth; None with an API key
 
-    def _headers(self) -> dict[str, str]:
+    async def _headers(self) -> dict[str, str]:
+        if self._tokens is not None:
+            authorization = await self._tokens.header()
+        else:
+            assert self._org.secret is not None
+            authorization = f"{self._org.login}:{self._org.secret.reveal()}"
         headers = {
-            "Authorization": f"{self._org.login}:{self._org.secret.reveal()}",
+            "Authorization": authorization,
             "Accept": "application/json",
             "User-Agent": f"qonto-invoice-daemon/{__version__}",
         }
@@ -118,14 +125,28 @@ class QontoClient:
     async def upload(self, files: Sequence[Upload]) -> dict[str, str]:
         """Send 1-5 files in one request; return file_name -> invoice_id for each.
 
-        Raises Transient, Rejected, AuthProblem or Unmatched.
+        Raises Transient, Rejected, AuthProblem or Unmatched. With OAuth, a 401
+        is answered once by a fresh access token and the same request.
         """
+        status, raw, headers = await self._post(files)
+        if status == 401 and self._tokens is not None:
+            self._tokens.invalidate()
+            status, raw, headers = await self._post(files)
+        if status == 200:
+            parsed = _parse_success(raw, headers.get("Content-Type", ""), self._redact)
+            return _match(files, parsed, self._redact)
+        errors = _parse_errors(raw, self._redact)
+        headers = {k: self._redact(v) for k, v in headers.items()}
+        raise classify_http(status, headers, errors, _snippet(raw, self._redact))
+
+    async def _post(self, files: Sequence[Upload]) -> tuple[int, bytes, dict[str, str]]:
         body = build_body(files)
+        request_headers = await self._headers()
         try:
             async with self._session.post(
                 self._url,
                 data=body,
-                headers=self._headers(),
+                headers=request_headers,
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as resp:
@@ -137,12 +158,15 @@ class QontoClient:
         except aiohttp.ClientError as exc:
             # `from None`: the cause's text and headers never ride along in a traceback.
             raise Transient(f"connection failed: {_describe(exc, self._redact)}") from None
-        if status == 200:
-            parsed = _parse_success(raw, headers.get("Content-Type", ""), self._redact)
-            return _match(files, parsed, self._redact)
-        errors = _parse_errors(raw, self._redact)
-        headers = {k: self._redact(v) for k, v in headers.items()}
-        raise classify_http(status, headers, errors, _snippet(raw, self._redact))
+        return status, raw, headers
+
+
+class Tokens(Protocol):
+    """Where an OAuth organization's Authorization header comes from (oauth.TokenSource)."""
+
+    async def header(self) -> str: ...
+
+    def invalidate(self) -> None: ...
 
 
 async def probe(
@@ -158,7 +182,7 @@ async def probe(
     client = QontoClient(session, org, timeout, redact)
     try:
         async with session.get(
-            org.base_url + LIST_PATH, params={"per_page": "1"}, headers=client._headers(),
+            org.base_url + LIST_PATH, params={"per_page": "1"}, headers=await client._headers(),
             timeout=timeout, allow_redirects=False,
         ) as resp:
             raw = await resp.read()

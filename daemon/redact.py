@@ -20,17 +20,22 @@ class Redactor:
     """Replaces every configured secret, in the forms a server might echo it, by MASK."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        forms: set[str] = set()
+        self._forms: list[str] = []
         for secret in secrets:
-            if not secret:
-                continue
-            forms.update((
-                secret,
-                html.escape(secret),
-                urllib.parse.quote(secret, safe=""),
-                urllib.parse.quote_plus(secret, safe=""),
-                json.dumps(secret)[1:-1],
-            ))
+            self.add(secret)
+
+    def add(self, secret: str) -> None:
+        """One more secret to hide (an OAuth token, as soon as it is issued)."""
+        if not secret:
+            return
+        forms = set(self._forms)
+        forms.update((
+            secret,
+            html.escape(secret),
+            urllib.parse.quote(secret, safe=""),
+            urllib.parse.quote_plus(secret, safe=""),
+            json.dumps(secret)[1:-1],
+        ))
         # Longest first, so that a secret containing another is masked whole.
         self._forms = sorted(forms, key=len, reverse=True)
 

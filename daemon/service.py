@@ -34,6 +34,7 @@ from .journal import IMPORTED, Journal
 from .lock import InstanceLock
 from .lock import holder as lock_holder
 from .notify import Notifier
+from .oauth import TokenSource
 from .parsers import ParserPool
 from .qonto import QontoClient
 from .redact import Redactor
@@ -50,9 +51,13 @@ _READERS = 2
 
 
 class Service:
-    def __init__(self, config: Config, *, once: bool = False) -> None:
+    def __init__(
+        self, config: Config, *, once: bool = False, redact: Redactor | None = None
+    ) -> None:
         self.config = config
         self.once = once
+        # Shared with the log pipeline: OAuth tokens join it as they are issued.
+        self._redact = redact if redact is not None else Redactor(config.secret_values())
         self._stopping = asyncio.Event()
         self._forced = asyncio.Event()
         self._rescan_now = asyncio.Event()
@@ -217,7 +222,7 @@ class Service:
         self._filing = Filing(journal)
         self._journal = journal
         slots = asyncio.Semaphore(cfg.upload.concurrency)
-        redact = Redactor(cfg.secret_values())
+        redact = self._redact
         self._limits = Limits(
             max_request_bytes=cfg.upload.max_request_bytes, closing_bytes=qonto.body_size([])
         )
@@ -229,7 +234,10 @@ class Service:
         for org in cfg.organizations:
             self._uploaders[org.key] = OrgUploader(
                 org=org.key,
-                client=QontoClient(session, org, timeout, redact),
+                client=QontoClient(
+                    session, org, timeout, redact,
+                    TokenSource(org, session, journal, redact, timeout) if org.oauth else None,
+                ),
                 journal=journal,
                 filing=self._filing,
                 settings=cfg.upload,

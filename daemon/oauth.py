@@ -1,0 +1,115 @@
+"""OAuth 2.0 access tokens with rotating refresh tokens, kept durably in the journal.
+
+Qonto's refresh tokens rotate: each refresh returns a new one and the old one
+dies. The new one is committed to the journal before the access token it came
+with is used, so a restart (even after a SIGKILL right after a refresh) starts
+from the newest. The token in the configuration is used only while the journal
+holds none descended from it: putting a new token there (a new consent) is how
+an operator replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+
+import aiohttp
+import structlog
+
+from .config import Organization
+from .errors import AuthProblem, Transient
+from .journal import Journal
+from .redact import Redactor
+
+log = structlog.get_logger()
+_EARLY_S = 300.0  # refresh this long before expiry (or at a fifth of a short lifetime)
+
+
+class TokenSource:
+    """The Authorization header of one OAuth organization."""
+
+    def __init__(
+        self,
+        org: Organization,
+        session: aiohttp.ClientSession,
+        journal: Journal,
+        redact: Redactor,
+        timeout: aiohttp.ClientTimeout,
+    ) -> None:
+        assert org.oauth is not None
+        self._org = org
+        self._oauth = org.oauth
+        self._session = session
+        self._journal = journal
+        self._redact = redact
+        self._timeout = timeout
+        self._access: str | None = None
+        self._refresh_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def header(self) -> str:
+        async with self._lock:
+            if self._access is None or time.monotonic() >= self._refresh_at:
+                await self._refresh()
+            assert self._access is not None
+            return f"Bearer {self._access}"
+
+    def invalidate(self) -> None:
+        """A 401 with the current access token: the next header() refreshes first."""
+        self._access = None
+
+    async def _refresh(self) -> None:
+        configured = self._oauth.refresh_token.reveal()
+        configured_sha = hashlib.sha256(configured.encode()).hexdigest()
+        stored = await self._journal.refresh_token(self._org.key)
+        current = stored[0] if stored and stored[1] == configured_sha else configured
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": current,
+            "client_id": self._oauth.client_id,
+            "client_secret": self._oauth.client_secret.reveal(),
+        }
+        headers = {"Accept": "application/json"}
+        if self._org.staging_token is not None:
+            headers["X-Qonto-Staging-Token"] = self._org.staging_token.reveal()
+        try:
+            async with self._session.post(
+                self._oauth.token_url, data=form, headers=headers, timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                status, raw = resp.status, await resp.read()
+        except TimeoutError:
+            raise Transient("the token endpoint did not answer") from None
+        except aiohttp.ClientError as exc:
+            raise Transient(
+                f"token endpoint: connection failed: {self._redact(str(exc))[:300]}"
+            ) from None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if status == 200 and isinstance(doc, dict) and doc.get("access_token"):
+            new_refresh = doc.get("refresh_token")
+            if isinstance(new_refresh, str) and new_refresh:
+                self._redact.add(new_refresh)
+                # Durable first: the old token is dead from now on.
+                await self._journal.store_refresh_token(self._org.key, new_refresh, configured_sha)
+            self._access = str(doc["access_token"])
+            self._redact.add(self._access)
+            lifetime_s = float(doc.get("expires_in") or 3600)
+            self._refresh_at = time.monotonic() + lifetime_s - min(_EARLY_S, lifetime_s / 5)
+            log.debug("oauth_refreshed", org=self._org.key, expires_in_s=lifetime_s)
+            return
+        error = doc.get("error") if isinstance(doc, dict) else None
+        if status in (400, 401) and error in ("invalid_grant", "invalid_client",
+                                               "unauthorized_client"):
+            raise AuthProblem(
+                f"token endpoint refused the refresh: {error}", status=401,
+                hint="the refresh token (or the client id/secret) was refused: revoked, "
+                "expired after 90 days, or already used. Make a new refresh token with "
+                "Qonto's consent flow (offline_access), put it in refresh_token_* and restart",
+            )
+        snippet = self._redact(raw[:300].decode("utf-8", "replace"))
+        raise Transient(f"token endpoint answered HTTP {status}: {snippet}", status=status)

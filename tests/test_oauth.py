@@ -1,0 +1,119 @@
+"""OAuth with rotating refresh tokens, against the emulator's token endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+from conftest import ENV, LOGIN, Workspace, to_toml, wait_for
+from e2e.test_signals import daemon, finish, log_events, seen
+from test_service import events, names
+
+from daemon import config as config_mod
+from daemon.errors import ConfigError
+
+
+def oauth_config(ws: Workspace, url: str, refresh_token: str, **sections) -> dict:
+    raw = ws.config_dict(url, **sections)
+    raw["qonto"] = {
+        "base_url": url, "login": LOGIN, "auth": "oauth", "client_id": "cid",
+        "client_secret_env": "CLIENT_SECRET", "refresh_token_env": "REFRESH_TOKEN",
+        "token_url": f"{url}/oauth2/token",
+    }
+    return raw
+
+
+def env(refresh_token: str) -> dict[str, str]:
+    return {**ENV, "CLIENT_SECRET": "cs3cret", "REFRESH_TOKEN": refresh_token}
+
+
+def test_oauth_keys_are_checked(ws):
+    raw = oauth_config(ws, "http://127.0.0.1:1", "rt")
+    cfg = config_mod.from_dict(raw, env=env("rt-1"), base_dir=ws.root)
+    org = cfg.folders[0].org
+    assert org.oauth is not None and org.secret is None and "rt-1" not in repr(cfg)
+    assert set(cfg.secret_values()) >= {"cs3cret", "rt-1"}
+    raw["qonto"]["secret_key_env"] = "QONTO_SECRET_KEY"
+    with pytest.raises(ConfigError, match="no secret_key"):
+        config_mod.from_dict(raw, env=env("rt-1"), base_dir=ws.root)
+    plain = ws.config_dict("http://127.0.0.1:1")
+    plain["qonto"]["client_id"] = "cid"
+    with pytest.raises(ConfigError, match='needs auth = "oauth"'):
+        config_mod.from_dict(plain, env=ENV, base_dir=ws.root)
+
+
+async def test_tokens_are_refreshed_before_expiry_and_after_a_401(ws, qonto, start, _logs):
+    emulator, url = qonto
+    first = emulator.add_oauth_client(LOGIN, "cid", "cs3cret")
+    emulator.access_lifetime_s = 1.0
+    cfg = config_mod.from_dict(oauth_config(ws, url, first), env=env(first), base_dir=ws.root)
+    running = await start(cfg)
+    ws.invoice("a.pdf")
+    await wait_for(lambda: "a.pdf" in names(ws.done), what="a.pdf imported")
+    assert emulator.refreshes == 1
+    await asyncio.sleep(1.2)  # the access token's life (1 s) passes
+    ws.invoice("b.pdf")
+    await wait_for(lambda: "b.pdf" in names(ws.done), what="b.pdf imported")
+    assert emulator.refreshes == 2 and 401 not in emulator.statuses  # refreshed before use
+    assert await running.stop() == 0
+
+
+async def test_a_401_gets_one_fresh_token_before_any_pause(ws, qonto, start, _logs):
+    emulator, url = qonto
+    first = emulator.add_oauth_client(LOGIN, "cid", "cs3cret")
+    cfg = config_mod.from_dict(oauth_config(ws, url, first), env=env(first), base_dir=ws.root)
+    running = await start(cfg)
+    ws.invoice("a.pdf")
+    await wait_for(lambda: "a.pdf" in names(ws.done), what="a.pdf imported")
+    emulator.revoke_access_tokens()  # Qonto no longer knows the access token: a 401
+    ws.invoice("b.pdf")
+    await wait_for(lambda: "b.pdf" in names(ws.done), what="b.pdf imported after a 401")
+    assert emulator.statuses.get(401) == 1 and emulator.refreshes == 2
+    assert not events(_logs, "org_paused")
+    assert await running.stop() == 0
+
+
+async def test_a_refused_refresh_token_pauses_the_organization(ws, qonto, start, _logs):
+    emulator, url = qonto
+    emulator.add_oauth_client(LOGIN, "cid", "cs3cret")
+    cfg = config_mod.from_dict(oauth_config(ws, url, "rt-unknown"), env=env("rt-unknown"),
+                               base_dir=ws.root)
+    running = await start(cfg)
+    ws.invoice("a.pdf")
+    await wait_for(lambda: events(_logs, "org_paused"), what="org_paused")
+    paused = events(_logs, "org_paused")[0]
+    assert "refresh token" in paused["hint"] and "rt-unknown" not in str(paused)
+    assert names(ws.inbox) == {"a.pdf"}
+    assert await running.stop() == 0
+
+
+async def test_a_sigkill_right_after_a_refresh_never_locks_the_daemon_out(ws, qonto):
+    emulator, url = qonto
+    first = emulator.add_oauth_client(LOGIN, "cid", "cs3cret")
+    toml = ws.root / "config.toml"
+    toml.write_text(to_toml(oauth_config(ws, url, first)), encoding="utf-8")
+    log = ws.root / "daemon.log"
+    import os
+
+    os.environ.update(env(first))
+    try:
+        proc = await daemon(toml, log)
+        ws.invoice("a.pdf")
+        await wait_for(lambda: emulator.refreshes == 1, what="the first refresh")
+        proc.send_signal(signal.SIGKILL)  # the configured token is dead from now on
+        await proc.wait()
+        proc = await daemon(toml, log)
+        await wait_for(lambda: names(ws.done) == {"a.pdf"}, what="a.pdf imported")
+        ws.invoice("b.pdf")
+        await wait_for(lambda: "b.pdf" in names(ws.done), what="b.pdf imported")
+        proc.send_signal(signal.SIGTERM)
+        assert await finish(proc) == 0
+    finally:
+        for key in ("CLIENT_SECRET", "REFRESH_TOKEN"):
+            os.environ.pop(key, None)
+    assert not seen(log, "org_paused")
+    text = log.read_text()
+    for token in [first, *emulator.refresh_tokens, *emulator.bearer_tokens]:
+        assert token not in text  # no token ever reaches a log line
+    assert log_events(log)
