@@ -174,12 +174,13 @@ async def probe(
     org: Organization,
     timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 -- aiohttp's own, passed through
     redact: Redactor = NOTHING,
+    tokens: Tokens | None = None,
 ) -> None:
     """One authenticated, read-only request (the first page of client invoices).
 
     Raises what an upload would: AuthProblem for a refused key, Transient otherwise.
     """
-    client = QontoClient(session, org, timeout, redact)
+    client = QontoClient(session, org, timeout, redact, tokens)
     try:
         async with session.get(
             org.base_url + LIST_PATH, params={"per_page": "1"}, headers=await client._headers(),

@@ -166,6 +166,8 @@ async def test_a_journal_of_schema_1_gets_the_invoice_facts_columns(tmp_path):
         await journal.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"invoices", "organizations", "oauth_tokens"} <= tables
     conn.close()
 
 

@@ -117,3 +117,22 @@ async def test_a_sigkill_right_after_a_refresh_never_locks_the_daemon_out(ws, qo
     for token in [first, *emulator.refresh_tokens, *emulator.bearer_tokens]:
         assert token not in text  # no token ever reaches a log line
     assert log_events(log)
+
+
+async def test_check_config_online_with_oauth_stores_the_rotated_token(ws, qonto, start):
+    from e2e.test_cli import run_cli
+
+    emulator, url = qonto
+    first = emulator.add_oauth_client(LOGIN, "cid", "cs3cret")
+    raw = oauth_config(ws, url, first)
+    toml = ws.root / "config.toml"
+    toml.write_text(to_toml(raw), encoding="utf-8")
+    code, out, err = await run_cli("check-config", "--config", str(toml), "--online",
+                                   env=env(first))
+    assert code == 0, err
+    assert emulator.refreshes == 1 and first not in emulator.refresh_tokens  # rotated
+    # `run` starts from the token check-config stored, not the dead configured one.
+    cfg = config_mod.from_dict(raw, env=env(first), base_dir=ws.root)
+    ws.invoice("a.pdf")
+    assert await asyncio.wait_for((await start(cfg, once=True)).task, 30) == 0
+    assert emulator.refreshes == 2
