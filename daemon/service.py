@@ -378,6 +378,7 @@ class Service:
         for candidate in candidates:
             if self._stopping.is_set():
                 return None
+            log.debug("copy_hashing", path=candidate, looking_for=name)
             if await asyncio.to_thread(mover.sha256_of, candidate) == sha256:
                 return candidate
         return None

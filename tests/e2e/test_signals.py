@@ -156,9 +156,9 @@ async def test_a_second_sigterm_ends_the_process_at_once(ws: Workspace, qonto):
     finally:
         await journal.close()
     log = ws.root / "daemon.log"
-    proc = await daemon(ws.write_toml(url), log)
+    proc = await daemon(ws.write_toml(url, log={"level": "debug"}), log)
     try:
-        await wait_for(lambda: seen(log, "daemon_started"), what="daemon_started")
+        await wait_for(lambda: seen(log, "copy_hashing"), what="the long step to begin")
         proc.send_signal(signal.SIGTERM)
         await wait_for(lambda: seen(log, "daemon_stopping"), what="the first signal taken")
         assert proc.returncode is None  # the first one waits for the step to end
