@@ -17,6 +17,7 @@ import hashlib
 import html
 import random
 import sys
+import time
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -31,6 +32,7 @@ BULK_PATH = "/v2/client_invoices/bulk"
 LIST_PATH = "/v2/client_invoices"
 TOKEN_PATH = "/oauth2/token"
 STATE_PATH = "/_emulator/invoices"
+REQUESTS_PATH = "/_emulator/requests"
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Log in</body></html>"
 
 
@@ -53,6 +55,8 @@ class Faults:
     # A proxy or server that echoes the request headers (the API key among them)
     # in its error answers and in an HTML page for 5xx.
     echo_headers: bool = False
+    latency_s: float = 0.0  # every answer of the API waits this long (a distant server)
+    held: asyncio.Event | None = None  # requests are answered once this is set
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,8 @@ class Emulator:
         self.refreshes = 0
         self.requests = 0
         self.statuses: dict[int, int] = {}
+        # Each bulk request as it arrived: (wall-clock time, status, file names).
+        self.log: list[tuple[float, int, list[str]]] = []
         self._rng = random.Random(seed)
 
     # -- what the tests look at -----------------------------------------------------
@@ -106,6 +112,7 @@ class Emulator:
         app.router.add_get(LIST_PATH, self._list)
         app.router.add_post(TOKEN_PATH, self._token)
         app.router.add_get(STATE_PATH, self._state)
+        app.router.add_get(REQUESTS_PATH, self._requests)
         return app
 
     def add_oauth_client(self, login: str, client_id: str, client_secret: str) -> str:
@@ -161,14 +168,26 @@ class Emulator:
 
     # -- the endpoint ---------------------------------------------------------------
 
+    async def _requests(self, request: web.Request) -> web.Response:
+        """The request log, from entry `since` on (for the benchmarks)."""
+        since = int(request.query.get("since", "0"))
+        return web.json_response({"count": len(self.log), "requests": self.log[since:]})
+
     async def _bulk(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
-        response = await self._answer(request)
+        arrived = time.time()
+        names: list[str] = []
+        response = await self._answer(request, names)
         self.statuses[response.status] = self.statuses.get(response.status, 0) + 1
+        self.log.append((arrived, response.status, names))
         return response
 
-    async def _answer(self, request: web.Request) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, names: list[str]) -> web.StreamResponse:
         faults = self.faults
+        if faults.latency_s:
+            await asyncio.sleep(faults.latency_s)
+        if faults.held is not None:
+            await faults.held.wait()
         if self.staging_token is not None and (
             request.headers.get("X-Qonto-Staging-Token") != self.staging_token
         ):
@@ -203,7 +222,7 @@ class Emulator:
         if request.content_length is not None and request.content_length > self.max_request_bytes:
             return self._fail(request, 413, "request_too_large", "The request body exceeds 15 MB.")
         try:
-            files = await self._read_files(request)
+            files = await self._read_files(request, names)
         except _Refusal as refusal:
             return refusal.response
         created = self._import(login, files)
@@ -251,7 +270,9 @@ class Emulator:
             return login
         return None
 
-    async def _read_files(self, request: web.Request) -> list[tuple[str, bytes]]:
+    async def _read_files(
+        self, request: web.Request, names: list[str]
+    ) -> list[tuple[str, bytes]]:
         def refuse(status: int, code: str, detail: str, pointer: str | None = None) -> _Refusal:
             return _Refusal(self._fail(request, status, code, detail, pointer=pointer))
 
@@ -271,6 +292,7 @@ class Emulator:
             if total > self.max_request_bytes:
                 raise refuse(413, "request_too_large", "The request exceeds 15 MB.")
             files.append((part.filename or "", bytes(data)))
+            names.append(part.filename or "")
         if not files:
             raise refuse(422, "missing_field", "client_invoices is required.")
         if len(files) > self.max_files:
@@ -356,13 +378,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--login", action="append", required=True)
     parser.add_argument("--secret", action="append", required=True)
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="every answer waits this long (default 0)")
     args = parser.parse_args(argv)
     if len(args.login) != len(args.secret):
         parser.error("give one --secret per --login")
-    emulator = Emulator(dict(zip(args.login, args.secret, strict=True)))
+    emulator = Emulator(
+        dict(zip(args.login, args.secret, strict=True)),
+        faults=Faults(latency_s=args.latency_ms / 1000),
+    )
 
     async def forever() -> None:
         async with serve(emulator, args.host, args.port) as url:
+            # The base URL alone on stdout: what a script that asked for port 0 reads.
+            print(url, flush=True)
             print(f"Qonto emulator on {url}{BULK_PATH}", file=sys.stderr, flush=True)
             await asyncio.Event().wait()
 

@@ -398,7 +398,8 @@ class Intake:
     ) -> None:
         org = folder.org.key
         self._unfinished.forget(path)
-        await self._journal.enqueue(org, found.sha256, path, name, found.size, invoice)
+        await self._journal.enqueue(org, found.sha256, path, name, found.size, invoice,
+                                    wait=False)
         assert found.kind is not None
         content_type = inspect.CONTENT_TYPES[found.kind]
         if warning is not None:

@@ -22,6 +22,7 @@ from typing import TypeVar
 import aiosqlite
 import structlog
 
+from .aio import wait_event, wait_first
 from .errors import JournalError, JournalUnavailable
 from .invoice_xml import Invoice
 
@@ -235,9 +236,14 @@ async def _quietly(step: Awaitable[object]) -> None:
 class Journal:
     """One long-lived aiosqlite connection; open with `await Journal.open(path)`.
 
-    Writes are serialised (one transaction at a time, so a failed one never
-    takes another's statements with it) and, when the disk is full, retried
-    until space returns: meanwhile nothing that needs a record goes ahead.
+    Writes are serialised and committed in groups: statements run one at a
+    time in the open transaction (so the next read sees them at once), and one
+    commit makes durable every statement run before it, however many writers
+    wait for it (as databases group commits). A writer that passes
+    `wait=False` does not wait: the statement is made durable by the next
+    commit, which `keep_committed` makes happen promptly. When the disk is
+    full the transaction is rolled back and every statement of it is run
+    again once space returns: meanwhile nothing that needs a record goes ahead.
     """
 
     def __init__(self, db: aiosqlite.Connection, path: Path | None = None) -> None:
@@ -246,6 +252,11 @@ class Journal:
         self._where: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
         self._lock = asyncio.Lock()
         self._unavailable = False
+        # The open transaction: its statements (replayed after a rollback) and
+        # the future its writers wait on, resolved by the commit that ends it.
+        self._tx: list[Callable[[], Awaitable[object]]] = []
+        self._tx_done: asyncio.Future[None] | None = None
+        self._uncommitted = asyncio.Event()
         # Set by the service when it stops: a write still refused then gives up.
         self.stopping = asyncio.Event()
 
@@ -296,37 +307,108 @@ class Journal:
             return True
         return await asyncio.to_thread(_where, self.path) == self._where
 
-    async def _write(self, statements: Callable[[], Awaitable[T]]) -> T:
-        """Run `statements` and commit, as one transaction; wait out a full disk."""
-        delay_s = _RETRY_INITIAL_S
+    async def _write(self, statements: Callable[[], Awaitable[T]], *, wait: bool = True) -> T:
+        """Run `statements` in the open transaction; with `wait`, return once committed."""
         async with self._lock:
-            while True:
-                try:
-                    result = await statements()
-                    await self._db.commit()
-                except sqlite3.OperationalError as exc:
+            result = await self._run(statements)
+            self._tx.append(statements)
+            if self._tx_done is None:
+                self._tx_done = asyncio.get_running_loop().create_future()
+            done = self._tx_done
+        if not wait:
+            self._uncommitted.set()
+            return result
+        await self._durable(done)
+        return result
+
+    async def flush(self) -> None:
+        """Commit what runs uncommitted (writes made with wait=False)."""
+        if self._tx_done is not None:
+            await self._durable(self._tx_done)
+
+    async def keep_committed(self, stopping: asyncio.Event) -> None:
+        """Commit writes made with wait=False soon after they run (a service task)."""
+        while not stopping.is_set():
+            await wait_first(self._uncommitted, stopping)
+            self._uncommitted.clear()
+            await self.flush()
+
+    async def _durable(self, done: asyncio.Future[None]) -> None:
+        if not done.done():
+            async with self._lock:
+                if not done.done():  # else a commit since took these statements along
+                    await self._commit()
+        done.result()  # raises if the transaction was lost
+
+    async def _run(self, statements: Callable[[], Awaitable[T]]) -> T:
+        """One writer's statements (under the lock); a full disk is waited out."""
+        while True:
+            try:
+                return await statements()
+            except sqlite3.OperationalError as exc:
+                # The whole transaction may be gone: put back the others' statements.
+                await self._recover(exc)
+                if not _full(exc):
+                    raise
+
+    async def _commit(self) -> None:
+        """Commit the open transaction (under the lock); a full disk is waited out."""
+        while True:
+            try:
+                await self._db.commit()
+            except sqlite3.OperationalError as exc:
+                if not _full(exc):
                     await _quietly(self._db.rollback())
-                    if not _full(exc):
-                        raise
-                    if self.stopping.is_set():
-                        raise JournalUnavailable(f"{self.path}: {exc}") from None
-                    if not self._unavailable:
-                        self._unavailable = True
-                        log.error(
-                            "journal_unavailable", path=self.path, error=str(exc),
-                            hint=_HINT_FULL + " (meanwhile no file is taken or sent)",
-                        )
-                    try:
-                        async with asyncio.timeout(delay_s):
-                            await self.stopping.wait()
-                    except TimeoutError:
-                        pass
+                    self._end_tx(JournalUnavailable(f"{self.path}: {exc}"))
+                    raise
+                await self._recover(exc)
+                continue
+            if self._unavailable:
+                self._unavailable = False
+                log.info("journal_available", path=self.path)
+            self._end_tx(None)
+            return
+
+    def _end_tx(self, error: Exception | None) -> None:
+        done, self._tx_done = self._tx_done, None
+        self._tx.clear()
+        if done is not None and not done.done():
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+                done.exception()  # its writers are told; nobody else needs to retrieve it
+
+    async def _recover(self, exc: sqlite3.OperationalError) -> None:
+        """Roll back; on a full disk, wait for space; run the open transaction again."""
+        delay_s = _RETRY_INITIAL_S
+        while True:
+            await _quietly(self._db.rollback())
+            if _full(exc):
+                if self.stopping.is_set():
+                    error = JournalUnavailable(f"{self.path}: {exc}")
+                    self._end_tx(error)
+                    raise error from None
+                if not self._unavailable:
+                    self._unavailable = True
+                    log.error(
+                        "journal_unavailable", path=self.path, error=str(exc),
+                        hint=_HINT_FULL + " (meanwhile no file is taken or sent)",
+                    )
+                if not await wait_event(self.stopping, delay_s):
                     delay_s = min(delay_s * 2, _RETRY_MAX_S)
+            try:
+                for statements in self._tx:
+                    await statements()
+            except sqlite3.OperationalError as again:
+                exc = again
+                if _full(exc) and not self.stopping.is_set():
                     continue
-                if self._unavailable:
-                    self._unavailable = False
-                    log.info("journal_available", path=self.path)
-                return result
+                if not _full(exc):
+                    self._end_tx(JournalUnavailable(f"{self.path}: {exc}"))
+                    raise
+                continue
+            return
 
     @classmethod
     async def open_readonly(cls, path: Path) -> Journal | None:
@@ -343,14 +425,19 @@ class Journal:
         return cls(db, path)
 
     async def close(self) -> None:
+        if self._tx_done is not None:
+            with contextlib.suppress(sqlite3.Error, JournalUnavailable):
+                await self.flush()
         await self._db.close()
 
+    # Reads take one trip to SQLite's thread (execute_fetchall): the intake's
+    # decisions run one at a time, and each trip is on that path.
+
     async def get(self, org: str, sha256: str) -> Record | None:
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT * FROM invoices WHERE org = ? AND sha256 = ?", (org, sha256)
-        ) as cur:
-            row = await cur.fetchone()
-        return _record(row) if row else None
+        )
+        return next((_record(r) for r in rows), None)
 
     async def find(self, sha256: str) -> list[Record]:
         """Every organization's row for this content."""
@@ -376,11 +463,15 @@ class Journal:
         file_name: str,
         size: int,
         invoice: Invoice | None = None,
-    ) -> Record:
-        """Queue content for upload, or return the row that says it is already handled.
+        *,
+        wait: bool = True,
+    ) -> None:
+        """Queue content for upload (a row already imported or done is left as it is).
 
         Content that failed before is queued again: someone dropped it on
-        purpose, and the reason may have gone.
+        purpose, and the reason may have gone. The intake does not wait for the
+        commit (`wait=False`): a queued row only matters once the file is sent,
+        and the commit of the answer's invoice_ids takes it along.
         """
         now = _now()
         await self._write(lambda: self._db.execute(
@@ -395,18 +486,16 @@ class Journal:
             WHERE state IN ('queued', 'sending', 'failed')
             """,
             (org, sha256, _path_blob(path), file_name, size, now, now, *_fact_values(invoice)),
-        ))
-        record = await self.get(org, sha256)
-        assert record is not None
-        return record
+        ), wait=wait)
 
     async def mark_sending(self, org: str, sha256s: Sequence[str]) -> None:
+        """For `status` and the start-up's bookkeeping; a request never waits for its commit."""
         now = _now()
         await self._write(lambda: self._db.executemany(
             "UPDATE invoices SET state = 'sending', attempts = attempts + 1, updated_at = ? "
             "WHERE org = ? AND sha256 = ? AND state IN ('queued', 'sending')",
             [(now, org, sha) for sha in sha256s],
-        ))
+        ), wait=False)
 
     async def note_error(self, org: str, sha256s: Iterable[str], error: str) -> None:
         """Remember why the last attempt did not succeed; the rows stay queued."""
@@ -428,12 +517,14 @@ class Journal:
         ))
 
     async def mark_done(self, org: str, sha256: str, path: Path) -> None:
+        """Where the file went. Not waited for: after a crash, the start-up finds
+        the file in done/ and the row imported, and says the same."""
         now = _now()
         await self._write(lambda: self._db.execute(
             "UPDATE invoices SET state = 'done', path = ?, updated_at = ? "
             "WHERE org = ? AND sha256 = ? AND state IN ('imported', 'done')",
             (_path_blob(path), now, org, sha256),
-        ))
+        ), wait=False)
 
     async def mark_failed(
         self,
@@ -468,15 +559,14 @@ class Journal:
 
         Rows that failed do not count: that invoice never reached Qonto.
         """
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT * FROM invoices WHERE org = ? AND seller_key = ? AND invoice_number = ? "
             "AND type_code IS ? AND sha256 != ? "
             "AND state IN ('queued', 'sending', 'imported', 'done') "
             "ORDER BY created_at LIMIT 1",
             (org, seller_key, number, type_code, other_than),
-        ) as cur:
-            row = await cur.fetchone()
-        return _record(row) if row else None
+        )
+        return next((_record(r) for r in rows), None)
 
     async def requeue_interrupted(self) -> int:
         """After a restart, batches that were in flight are simply queued again."""

@@ -20,6 +20,7 @@ from . import __version__
 from .config import Organization
 from .errors import Transient, Unmatched, classify_http
 from .redact import NOTHING, Redactor
+from .throttle import RateLimiter
 
 BULK_PATH = "/v2/client_invoices/bulk"
 LIST_PATH = "/v2/client_invoices"
@@ -98,6 +99,7 @@ class QontoClient:
         timeout: aiohttp.ClientTimeout,
         redact: Redactor = NOTHING,
         tokens: Tokens | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._session = session
         self._org = org
@@ -106,6 +108,8 @@ class QontoClient:
         # Whatever a server says may echo our headers: it is cleaned before it goes anywhere.
         self._redact = redact
         self._tokens = tokens  # OAuth; None with an API key
+        # Shared by every organization: Qonto counts requests per IP address.
+        self._limiter = limiter
 
     async def _headers(self) -> dict[str, str]:
         if self._tokens is not None:
@@ -140,12 +144,20 @@ class QontoClient:
         raise classify_http(status, headers, errors, _snippet(raw, self._redact))
 
     async def _post(self, files: Sequence[Upload]) -> tuple[int, bytes, dict[str, str]]:
-        body = build_body(files)
+        return await self._request("POST", self._url, data=build_body(files))
+
+    async def _request(
+        self, method: str, url: str, data: aiohttp.MultipartWriter | None = None
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """One request to the API, within the rate limits; network trouble is Transient."""
         request_headers = await self._headers()
+        if self._limiter is not None:
+            await self._limiter.acquire()
         try:
-            async with self._session.post(
-                self._url,
-                data=body,
+            async with self._session.request(
+                method,
+                url,
+                data=data,
                 headers=request_headers,
                 timeout=self._timeout,
                 allow_redirects=False,

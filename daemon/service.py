@@ -39,6 +39,7 @@ from .parsers import ParserPool
 from .qonto import QontoClient
 from .redact import Redactor
 from .settle import Settler
+from .throttle import RateLimiter, Slots
 from .uploader import OrgUploader
 
 log = structlog.get_logger()
@@ -221,7 +222,8 @@ class Service:
         cfg = self.config
         self._filing = Filing(journal)
         self._journal = journal
-        slots = asyncio.Semaphore(cfg.upload.concurrency)
+        slots = Slots(cfg.upload.concurrency)
+        limiter = RateLimiter()
         redact = self._redact
         self._limits = Limits(
             max_request_bytes=cfg.upload.max_request_bytes, closing_bytes=qonto.body_size([])
@@ -237,6 +239,7 @@ class Service:
                 client=QontoClient(
                     session, org, timeout, redact,
                     TokenSource(org, session, journal, redact, timeout) if org.oauth else None,
+                    limiter,
                 ),
                 journal=journal,
                 filing=self._filing,
@@ -265,6 +268,9 @@ class Service:
             for up in self._uploaders.values():
                 workers.append(tg.create_task(up.run(), name=f"upload-{up.org}"))
             workers.append(tg.create_task(self._journal_loop(), name="journal"))
+            workers.append(tg.create_task(
+                self._journal.keep_committed(self._stopping), name="commits"
+            ))
             workers.append(tg.create_task(self._progress_loop(), name="progress"))
             tg.create_task(self._supervise(workers), name="supervise")
 

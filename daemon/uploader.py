@@ -1,10 +1,14 @@
 """Uploading one organization's waiting files, and deciding what each failure means.
 
 Per organization: a list of waiting files, a dispatcher that packs them into
-requests (flushing a partial batch after a short linger), and deliveries that
-retry, split or pause until each file is imported, failed, or left queued for
-the next run. Files are read again just before sending, and only the exact
-bytes whose sha256 the journal holds are sent.
+requests, and deliveries that retry, split or pause until each file is
+imported, failed, or left queued for the next run. Batching never costs
+latency: a partial batch goes out at once when an upload slot is free, and
+grows toward a full request only while every slot is busy (as a database
+groups commits), for at most `linger_seconds`. A slot is held for the request
+alone: filing the answer's files happens outside it. Files are read again
+just before sending, and only the exact bytes whose sha256 the journal holds
+are sent.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from .filing import Filing
 from .identity import Identity
 from .journal import Journal
 from .qonto import QontoClient, Upload
+from .throttle import Slots
 
 log = structlog.get_logger()
 _batch_ids = itertools.count(1)
@@ -117,7 +122,7 @@ class OrgUploader:
         filing: Filing,
         settings: UploadConfig,
         limits: batcher.Limits,
-        slots: asyncio.Semaphore,
+        slots: Slots,
         stopping: asyncio.Event,
         finished: Finished,
         give_up_on_auth: bool = False,
@@ -143,6 +148,7 @@ class OrgUploader:
         self.gate = AuthGate(settings.auth_pause_initial_s, settings.auth_pause_max_s)
         self.gave_up = False
         self._completing: set[asyncio.Future[None]] = set()
+        self._tg: asyncio.TaskGroup | None = None
 
     @property
     def waiting(self) -> int:
@@ -163,7 +169,7 @@ class OrgUploader:
 
     @property
     def idle(self) -> bool:
-        return not self._waiting and self._in_progress == 0
+        return not self._waiting and self._in_progress == 0 and not self._completing
 
     async def drain(self) -> None:
         """Wait for answers already received to be recorded (after a forced stop)."""
@@ -177,6 +183,7 @@ class OrgUploader:
     async def run(self) -> None:
         """Dispatch batches until the daemon stops; deliveries end within the TaskGroup."""
         async with asyncio.TaskGroup() as tg:
+            self._tg = tg
             while not self._stopping.is_set():
                 batch = await self._next_batch()
                 if batch is None:
@@ -207,9 +214,15 @@ class OrgUploader:
             if not batch:  # cannot happen: inspection fails what fits nowhere
                 raise RuntimeError("waiting files that fit in no request")
             linger_s = self._settings.linger_s - (time.monotonic() - batch[0].queued_at)
-            if not batcher.is_full(batch, rest, self._limits) and linger_s > 0:
+            if (
+                not batcher.is_full(batch, rest, self._limits)
+                and not self._slots.free.is_set()
+                and linger_s > 0
+            ):
                 self._arrived.clear()
-                await wait_first(self._arrived, self._stopping, timeout_s=linger_s)
+                await wait_first(
+                    self._arrived, self._slots.free, self._stopping, timeout_s=linger_s
+                )
                 continue
             self._waiting = rest
             return batch
@@ -249,9 +262,9 @@ class OrgUploader:
             batch, uploads = await self._read_again(batch)
             if not batch:
                 return
+            await self._journal.mark_sending(self.org, [p.sha256 for p in batch])
             try:
-                async with self._slots:
-                    await self._journal.mark_sending(self.org, [p.sha256 for p in batch])
+                async with self._slots.hold():
                     started = time.monotonic()
                     ids = await self._client.upload(uploads)
             except Transient as exc:
@@ -289,14 +302,27 @@ class OrgUploader:
                     return
                 raise AssertionError("a one-file answer always matches") from exc
             self.gate.succeeded()
-            # The answer is in: record it even if a stop cancels this delivery.
+            del uploads  # the bytes sent are not needed any more
+            # The answer is in: it is recorded even if a stop cancels this delivery,
+            # and filing it does not keep the next request waiting.
             done = asyncio.ensure_future(
                 self._complete(batch, ids, time.monotonic() - started, batch_id)
             )
             self._completing.add(done)
             done.add_done_callback(self._completing.discard)
-            await asyncio.shield(done)
+            assert self._tg is not None
+            self._tg.create_task(self._recorded(done, batch))
             return
+
+    async def _recorded(self, done: asyncio.Future[None], batch: list[Pending]) -> None:
+        """Wait for an answer's files to be filed; its failures end up here."""
+        try:
+            await asyncio.shield(done)
+        except JournalUnavailable:
+            # Only while stopping with a full disk: what was not recorded is sent
+            # again at the next start, and Qonto answers with the same invoice_ids.
+            log.warning("batch_not_recorded", org=self.org, files=len(batch))
+            self._leave(batch)
 
     def _pause(self, exc: AuthProblem) -> None:
         if self._give_up_on_auth:

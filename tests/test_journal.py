@@ -217,3 +217,51 @@ def test_lookup_beside_a_daemon_of_the_previous_version(tmp_path, capsys):
     assert cli.main(["lookup", "--config", str(toml), "--json", str(invoice)]) == 0
     row = jsonlib.loads(capsys.readouterr().out)
     assert row["invoice_id"] == "inv-1" and row["facturx"] is None
+
+
+def _rows(path: Path, state: str) -> int:
+    """What another process reading the file would see: only committed rows."""
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT count(*) FROM invoices WHERE state = ?", (state,)).fetchone()[0]
+
+
+async def test_writes_are_committed_in_groups_and_durable_when_they_return(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    journal = await Journal.open(path)
+    commits = 0
+    commit = journal._db.commit
+
+    async def counted() -> None:
+        nonlocal commits
+        commits += 1
+        await commit()
+
+    journal._db.commit = counted  # type: ignore[method-assign]
+    try:
+        shas = [f"{n:064x}" for n in range(40)]
+        for sha in shas:  # the intake's way: not waited for...
+            await journal.enqueue(LOGIN, sha, tmp_path / f"{sha[-4:]}.pdf", "x.pdf", 1, wait=False)
+        assert _rows(path, "queued") == 0
+        assert (await journal.get(LOGIN, shas[0])) is not None  # ...yet seen by the next read
+        # Answers recorded at once by several deliveries: each is on disk when its
+        # call returns, and one commit serves many of them.
+        await asyncio.gather(*(journal.record_imported(LOGIN, {sha: f"id-{sha[-4:]}"})
+                               for sha in shas))
+        assert _rows(path, "imported") == 40
+        assert commits < 40
+    finally:
+        await journal.close()
+
+
+async def test_writes_not_waited_for_are_committed_promptly(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    journal = await Journal.open(path)
+    stopping = asyncio.Event()
+    committer = asyncio.create_task(journal.keep_committed(stopping))
+    try:
+        await journal.enqueue(LOGIN, "ab" * 32, tmp_path / "a.pdf", "a.pdf", 1, wait=False)
+        await wait_for(lambda: _rows(path, "queued") == 1, what="the queued row committed")
+    finally:
+        stopping.set()
+        await committer
+        await journal.close()

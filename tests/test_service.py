@@ -204,8 +204,8 @@ async def test_batches_respect_every_limit(ws, qonto, start):
     seen: list[tuple[int, int]] = []  # (files, body bytes) per request
     original = emulator._read_files
 
-    async def spy(request: Any) -> Any:
-        files = await original(request)
+    async def spy(request: Any, names: list[str]) -> Any:
+        files = await original(request, names)
         seen.append((len(files), request.content_length or 0))
         return files
 
@@ -226,10 +226,12 @@ async def test_at_most_five_files_per_request(ws, qonto, start):
     emulator, url = qonto
     for i in range(11):
         ws.invoice(f"f{i}.pdf", f"F{i}")
-    cfg = ws.config(url, upload={"linger_seconds": 0.5})
+    cfg = ws.config(url, upload={"linger_seconds": 0.5, "concurrency": 1})
     assert await asyncio.wait_for((await start(cfg, once=True)).task, 60) == 0
     assert len(emulator.invoices_of(LOGIN)) == 11
-    assert emulator.requests == 3  # 5 + 5 + 1: the emulator refuses more than 5
+    sizes = [len(names) for _, status, names in emulator.log if status == 200]
+    assert len(sizes) == emulator.requests  # none refused: the emulator refuses more than 5
+    assert sum(sizes) == 11 and max(sizes) <= 5
 
 
 def with_other_organization(ws: Workspace, url: str, name: str) -> tuple[dict[str, Any], Path]:
@@ -301,14 +303,24 @@ async def test_run_once_exits_1_when_a_file_failed(ws, qonto, start):
 async def test_server_rejection_is_isolated_by_splitting(ws, qonto, start, _logs):
     emulator, url = qonto
     emulator.faults.reject_marker = b"REJECT-ME"
-    good = [ws.invoice(f"g{i}.pdf", f"G{i}") for i in range(4)]
-    bad = ws.inbox / "bad.pdf"
+    # One slot, held by a first request while the others wait: they go out together.
+    emulator.faults.held = asyncio.Event()
+    good = [ws.invoice("first.pdf", "F0")]
+    running = await start(ws.config(url, upload={"concurrency": 1}))
+    await wait_for(lambda: emulator.requests == 1, what="the first request")
+    good += [ws.invoice(f"g{i}.pdf", f"G{i}") for i in range(3)]
+    bad = ws.root / "bad.pdf"
     src = facturx_pdf(ws.root / "bad-src.pdf", "BAD")
     bad.write_bytes(src.read_bytes() + b"\n% REJECT-ME\n")
-    shas = {sha256_of(p) for p in good}
-    cfg = ws.config(url, upload={"linger_seconds": 0.5})
-    assert await asyncio.wait_for((await start(cfg, once=True)).task, 30) == 1
+    bad.rename(ws.inbox / "bad.pdf")
+    await wait_for(lambda: len(events(_logs, "file_queued")) == 5, what="all queued")
+    emulator.faults.held.set()
+    await wait_for(lambda: "bad.pdf.error.json" in names(ws.failed), what="bad.pdf failed")
+    await wait_for(lambda: len(names(ws.done)) == 4, what="the rest done")
+    await running.stop()
+    shas = {sha256_of(ws.done / p.name) for p in good}
     assert set(emulator.invoices_of(LOGIN)) == shas
+    assert [len(n) for _, _, n in emulator.log][:2] == [1, 4]  # then split by halves
     assert names(ws.failed) == {"bad.pdf", "bad.pdf.error.json"}
     report = json.loads((ws.failed / "bad.pdf.error.json").read_text())
     assert report["reason"] == "rejected_by_qonto"
@@ -498,3 +510,16 @@ async def test_names_that_escape_alike_are_each_imported_under_their_own_id(ws, 
     assert (await journal_row(ws, sha_a)).invoice_id == ids[sha_a]
     assert (await journal_row(ws, sha_b)).invoice_id == ids[sha_b]
     assert emulator.requests == 2  # never in one request
+
+
+async def test_a_lone_file_never_waits_for_the_linger_when_a_slot_is_free(ws, qonto, start, _logs):
+    emulator, url = qonto
+    # An hour of linger: if batching held a lone file back, it would never arrive in time.
+    running = await start(ws.config(url, upload={"linger_seconds": 3600.0}))
+    await wait_for(lambda: events(_logs, "daemon_started"), what="the daemon to start")
+    ws.invoice("alone.pdf")
+    await wait_for(lambda: "alone.pdf" in names(ws.done), what="alone.pdf in done/")
+    ws.invoice("next.pdf")
+    await wait_for(lambda: "next.pdf" in names(ws.done), what="next.pdf in done/")
+    assert [len(n) for _, _, n in emulator.log] == [1, 1]
+    assert await running.stop() == 0

@@ -66,14 +66,29 @@ async def test_lost_answer_is_retried_and_recorded_once(ws, start, _logs):
     assert imported["invoice_id"] == "id-a.pdf" and imported["sha256"] == sha
 
 
-async def test_422_in_a_batch_is_split_until_the_bad_file_is_alone(ws, start, _logs):
-    for name in ("a.pdf", "b.pdf", "c.pdf"):
+async def queued_behind_a_request(ws, start, _logs, release, names, sent) -> Any:
+    """Run the daemon with one slot; once `first.pdf` is in flight (`sent()`, its
+    answer held until `release`), drop `names`: they wait together, then go as one request."""
+    ws.invoice("first.pdf")
+    running = await start(cfg(ws, concurrency=1))
+    await wait_for(sent, what="first.pdf in flight")
+    for name in names:
         ws.invoice(name)
-    answered: list[list[str]] = []
+    await wait_for(lambda: len(events(_logs, "file_queued")) == 1 + len(names),
+                   what="the batch queued")
+    release.set()
+    return running
 
-    def answer(url: Any, **kwargs: Any) -> CallbackResult:
+
+async def test_422_in_a_batch_is_split_until_the_bad_file_is_alone(ws, start, _logs):
+    answered: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def answer(url: Any, **kwargs: Any) -> CallbackResult:
         names = sent_names(kwargs["data"])
         answered.append(names)
+        if names == ["first.pdf"]:
+            await release.wait()
         if "b.pdf" in names:
             return CallbackResult(status=422, payload={"errors": [
                 {"status": "422", "code": "invalid", "detail": "b.pdf: VAT number is invalid"}]})
@@ -81,27 +96,49 @@ async def test_422_in_a_batch_is_split_until_the_bad_file_is_alone(ws, start, _l
 
     with aioresponses() as m:
         m.post(URL, callback=answer, repeat=True)
-        assert await asyncio.wait_for((await start(cfg(ws), once=True)).task, 30) == 1
-    assert sorted(answered[0]) == ["a.pdf", "b.pdf", "c.pdf"]
+        running = await queued_behind_a_request(ws, start, _logs, release,
+                                                ["a.pdf", "b.pdf", "c.pdf"], lambda: answered)
+        await wait_for(lambda: (ws.failed / "b.pdf.error.json").exists()
+                       and len(list(ws.done.iterdir())) == 3, what="b.pdf failed, the rest done")
+        await running.stop()
+    assert answered[0] == ["first.pdf"]
+    assert sorted(answered[1]) == ["a.pdf", "b.pdf", "c.pdf"]
     assert ["b.pdf"] in answered
-    assert {p.name for p in ws.done.iterdir()} == {"a.pdf", "c.pdf"}
+    assert {p.name for p in ws.done.iterdir()} == {"first.pdf", "a.pdf", "c.pdf"}
     report = json.loads((ws.failed / "b.pdf.error.json").read_text())
     assert report["detail"] == "b.pdf: VAT number is invalid" and report["http_status"] == 422
 
 
 async def test_unmatched_answer_marks_nothing_then_resends_smaller(ws, start, _logs):
-    ws.invoice("a.pdf")
-    ws.invoice("b.pdf")
+    release = asyncio.Event()
+    answers = iter([
+        # The pair: one name the daemon never sent.
+        {"client_invoices": [{"invoice_id": "x", "file_name": "a.pdf"},
+                             {"invoice_id": "y", "file_name": "zzz.pdf"}]},
+    ])
+
+    answered: list[list[str]] = []
+
+    async def answer(url: Any, **kwargs: Any) -> CallbackResult:
+        names = sent_names(kwargs["data"])
+        answered.append(names)
+        if names == ["first.pdf"]:
+            await release.wait()
+            return CallbackResult(payload=ok("first.pdf")["payload"])
+        if len(names) == 2:
+            return CallbackResult(payload=next(answers))
+        return CallbackResult(payload={"client_invoices": [
+            {"invoice_id": f"single-{names[0]}", "file_name": "whatever.pdf"}]})
+
     with aioresponses() as m:
-        m.post(URL, payload={"client_invoices": [
-            {"invoice_id": "x", "file_name": "a.pdf"},
-            {"invoice_id": "y", "file_name": "zzz.pdf"},
-        ]})
-        m.post(URL, callback=lambda url, **kw: CallbackResult(payload={"client_invoices": [
-            {"invoice_id": "id-single", "file_name": "whatever.pdf"}]}), repeat=True)
-        assert await asyncio.wait_for((await start(cfg(ws), once=True)).task, 30) == 0
+        m.post(URL, callback=answer, repeat=True)
+        running = await queued_behind_a_request(ws, start, _logs, release, ["a.pdf", "b.pdf"],
+                                                lambda: answered)
+        await wait_for(lambda: len(events(_logs, "file_imported")) == 3, what="three imported")
+        await running.stop()
     assert events(_logs, "batch_split")
-    assert {e["invoice_id"] for e in events(_logs, "file_imported")} == {"id-single"}
+    assert {e["invoice_id"] for e in events(_logs, "file_imported")} == {
+        "id-first.pdf", "single-a.pdf", "single-b.pdf"}
 
 
 async def test_401_pauses_without_failing_and_once_leaves_the_file(ws, start, _logs):
