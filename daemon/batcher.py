@@ -40,20 +40,27 @@ class Limits:
 P = TypeVar("P", bound=Packable)
 
 
+_LOOKAHEAD = 256
+
+
 def pack(waiting: Sequence[P], limits: Limits) -> tuple[list[P], list[P]]:
     """The next request's files, in arrival order, and the files left waiting.
 
     First fit: the oldest file always goes in, and a later file that fits
     overtakes one that does not, so one large file never holds up the rest.
     Files that could never fit even alone are left out (inspection has
-    already failed them).
+    already failed them). Only the first `_LOOKAHEAD` files are looked at: a
+    backlog of thousands is packed in constant time per request.
     """
     batch: list[P] = []
     rest: list[P] = []
     size = limits.closing_bytes
     names: set[str] = set()
     contents: set[str] = set()
-    for item in waiting:
+    for index, item in enumerate(waiting):
+        if len(batch) >= limits.max_files or index >= _LOOKAHEAD:
+            rest.extend(waiting[index:])
+            break
         if (
             len(batch) < limits.max_files
             and item.name_key not in names

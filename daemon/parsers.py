@@ -94,9 +94,16 @@ def _parse(data: bytes, check_xsd: bool) -> tuple[Invoice, list[tuple[int, str, 
 
 
 def _warm_up() -> int:
-    """Import the parsing stack once, so the first real parse is not charged for it."""
+    """Import the parsing stack and load the XSD schemas once, so the first real
+    parse is not charged for them (a backlog's first request waits on it)."""
     import facturx  # noqa: F401
     import pypdf  # noqa: F401
+    from facturx.facturx import FACTURX_LEVEL2xsd
+
+    from .invoice_xml import _schema
+
+    for profile in FACTURX_LEVEL2xsd:
+        _schema(profile)
 
     return os.getpid()
 
@@ -187,6 +194,21 @@ class ParserPool:
             raise ParseFailed(f"the PDF cannot be read: {type(exc).__name__}: {exc}") from None
         finally:
             self._idle.put_nowait(worker)
+
+    async def warm(self) -> None:
+        """Start every worker at once (at start-up), not when the first PDF waits for one."""
+
+        async def one() -> None:
+            worker = await self._idle.get()
+            try:
+                async with asyncio.timeout(_START_TIMEOUT_S):
+                    await worker.start()
+            except (TimeoutError, BrokenProcessPool, OSError):
+                worker.kill()  # the first parse tries again, and says why if it cannot
+            finally:
+                self._idle.put_nowait(worker)
+
+        await asyncio.gather(*(one() for _ in self._workers))
 
     def close(self) -> None:
         for worker in self._workers:

@@ -11,6 +11,7 @@ Tasks, all owned by one TaskGroup:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import os
@@ -222,6 +223,7 @@ class Service:
         cfg = self.config
         self._filing = Filing(journal)
         self._journal = journal
+        self._parsers = parsers
         slots = Slots(cfg.upload.concurrency)
         limiter = RateLimiter()
         redact = self._redact
@@ -268,6 +270,8 @@ class Service:
             for up in self._uploaders.values():
                 workers.append(tg.create_task(up.run(), name=f"upload-{up.org}"))
             workers.append(tg.create_task(self._journal_loop(), name="journal"))
+            if self._parsers is not None:
+                tg.create_task(self._parsers.warm(), name="parsers")
             workers.append(tg.create_task(
                 self._journal.keep_committed(self._stopping), name="commits"
             ))
@@ -408,8 +412,19 @@ class Service:
             )
 
     async def _scan(self, folder: Folder) -> None:
+        parts = watcher.scan_parts(folder.inbox)
         try:
-            found = await asyncio.to_thread(watcher.scan, folder.inbox)
+            while (found := await asyncio.to_thread(next, parts, None)) is not None:
+                if folder.inbox in self._unavailable:
+                    self._unavailable.discard(folder.inbox)
+                    log.info("folder_available", path=folder.inbox)
+                now = time.monotonic()
+                for skipped in found.skipped:
+                    self._intake.warn_once(
+                        skipped.path, "file_skipped", f"{skipped.what}, not a regular file"
+                    )
+                for seen in found.files:
+                    self._intake.consider(seen, now)
         except OSError as exc:
             if folder.inbox not in self._unavailable:
                 self._unavailable.add(folder.inbox)
@@ -417,17 +432,9 @@ class Service:
                     "folder_unavailable", path=folder.inbox, error=exc.strerror or str(exc),
                     hint="files there wait until the folder is back (is the share mounted?)",
                 )
-            return
-        if folder.inbox in self._unavailable:
-            self._unavailable.discard(folder.inbox)
-            log.info("folder_available", path=folder.inbox)
-        now = time.monotonic()
-        for skipped in found.skipped:
-            self._intake.warn_once(
-                skipped.path, "file_skipped", f"{skipped.what}, not a regular file"
-            )
-        for seen in found.files:
-            self._intake.consider(seen, now)
+        finally:
+            with contextlib.suppress(ValueError):  # still in its thread if we were cancelled
+                parts.close()
 
     async def _watch_loop(self) -> None:
         cfg = self.config.watch
@@ -454,7 +461,9 @@ class Service:
             if due_s is None or due_s > 0:
                 await wait_first(self._stopping, self._settle_wake, timeout_s=due_s)
                 continue
-            stats = await asyncio.to_thread(watcher.stat_all, self._settler.paths())
+            stats = await asyncio.to_thread(
+                watcher.stat_all, self._settler.due(time.monotonic())
+            )
             now = time.monotonic()
             for path, seen in stats.items():
                 if seen is None:

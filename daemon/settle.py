@@ -62,6 +62,13 @@ class Settler:
     def forget(self, path: Path) -> None:
         self._tracks.pop(path, None)
 
+    def due(self, now: float) -> list[Path]:
+        """Files that may have settled: only these need a fresh stat (no stat storm)."""
+        return [
+            path for path, t in self._tracks.items()
+            if t.identity is None or now - t.still_since >= self._settle_s
+        ]
+
     def settled(self, now: float) -> list[Seen]:
         """Files still for long enough; they are handed out once and forgotten."""
         ready = [

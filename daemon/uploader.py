@@ -189,7 +189,9 @@ class OrgUploader:
                 if batch is None:
                     break
                 self._in_progress += 1
-                if self._in_progress >= self._settings.concurrency:
+                # One batch more than the slots: read and marked while the slots are
+                # busy, it starts the moment one is free (one request's bytes at most).
+                if self._in_progress >= self._settings.concurrency + 1:
                     self._room.clear()
                 tg.create_task(self._deliver_batch(batch))
         self._leave_waiting()

@@ -10,7 +10,7 @@ import asyncio
 import fnmatch
 import os
 import stat
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +76,19 @@ def scan(inbox: Path) -> Scan:
     """
     files: list[Seen] = []
     skipped: list[Skipped] = []
+    for part in scan_parts(inbox):
+        files += part.files
+        skipped += part.skipped
+    return Scan(files, skipped)
+
+
+def scan_parts(inbox: Path, size: int = 512) -> Generator[Scan, None, None]:
+    """`scan` in parts of `size` entries: a backlog of thousands starts settling at once.
+
+    Each step blocks (call `next` in a thread); the listing stays open between steps.
+    """
+    files: list[Seen] = []
+    skipped: list[Skipped] = []
     with os.scandir(inbox) as entries:
         for entry in entries:
             if not is_candidate(entry.name):
@@ -89,7 +102,10 @@ def scan(inbox: Path) -> Scan:
                 files.append(Seen(path, Identity.of(st)))
             elif not stat.S_ISDIR(st.st_mode):
                 skipped.append(Skipped(path, describe_mode(st.st_mode)))
-    return Scan(files, skipped)
+            if len(files) + len(skipped) >= size:
+                yield Scan(files, skipped)
+                files, skipped = [], []
+    yield Scan(files, skipped)
 
 
 def stat_all(paths: Iterable[Path]) -> dict[Path, Seen | None]:
