@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     retry = sub.add_parser("retry", help="move failed files back into their inbox")
     retry.add_argument("--config", required=True, type=Path)
     retry.add_argument("--all", action="store_true", help="every file in every failed/ folder")
+    retry.add_argument("--einvoice", action="store_true",
+                       help="send rejected e-invoices again (PATH: their files, in done/)")
     retry.add_argument("paths", nargs="*", type=Path, metavar="PATH")
 
     check = sub.add_parser("check-config", help="check a configuration before (re)starting")
@@ -84,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.paths and not args.all:
             print("qonto-invoice-daemon: retry: name failed files, or --all", file=sys.stderr)
             return EX_USAGE
+        if args.einvoice:
+            try:
+                return asyncio.run(retry_einvoices(cfg, args.paths, args.all))
+            except JournalError as exc:
+                print(f"qonto-invoice-daemon: {exc}: {exc.hint}", file=sys.stderr)
+                return EX_TEMPFAIL if exc.temporary else EX_CONFIG
         moved, problems = status_mod.retry(cfg, args.paths, args.all)
         for line in moved:
             print(f"moved {logs.printable(line)}")
@@ -173,6 +181,8 @@ async def lookup(cfg: config.Config, paths: Sequence[Path], *, as_json: bool) ->
             records = [r for r in records if org is None or r.org == org]
             records.sort(key=lambda r: r.invoice_id is None)
             r = records[0] if records else None
+            einvoices = await journal.einvoices_of(r.org, r.sha256) if journal and r else []
+            einvoice = einvoices[0] if einvoices else None
             rows.append({
                 "path": logs.printable(str(path)),
                 "sha256": content.sha256,
@@ -183,6 +193,11 @@ async def lookup(cfg: config.Config, paths: Sequence[Path], *, as_json: bool) ->
                 "updated_at": r.updated_at if r else None,
                 # What the invoice XML said (flavor, profile, number, seller...), if read.
                 "facturx": r.facts if r else None,
+                # Sent by e-invoice: none (its folder does not send), pending, submitted,
+                # rejected, final; Qonto's einvoicing_status; the lifecycle codes seen.
+                "einvoice_state": einvoice.state if einvoice else "none",
+                "einvoicing_status": einvoice.einvoicing_status if einvoice else None,
+                "einvoice_lifecycle": einvoice.codes if einvoice else [],
             })
     finally:
         if journal is not None:
@@ -195,6 +210,41 @@ async def lookup(cfg: config.Config, paths: Sequence[Path], *, as_json: bool) ->
             state = row["state"]
             invoice = row["invoice_id"] or "-"
             print(f"{row['path']}\t{row['sha256']}\t{state}\t{invoice}", flush=True)
+    return status
+
+
+async def retry_einvoices(cfg: config.Config, paths: Sequence[Path], everything: bool) -> int:
+    """Rejected e-invoices become pending: the daemon sends them again within a minute."""
+    journal = await Journal.open(cfg.database)
+    status = EX_OK
+    try:
+        if everything:
+            count = await journal.retry_einvoices()
+            print(f"{count} rejected e-invoice(s) will be sent again")
+            return EX_OK
+        for path in paths:
+            shown = logs.printable(str(path))
+            try:
+                content = await asyncio.to_thread(inspect.read_regular, path, 0)
+            except (OSError, UnsafeFile) as exc:
+                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                print(f"qonto-invoice-daemon: retry: {shown}: cannot read: {detail}",
+                      file=sys.stderr)
+                status = EX_FAILED
+                continue
+            org = _org_of(cfg, path)
+            count = 0
+            for r in await journal.find(content.sha256):
+                if org is None or r.org == org:
+                    count += await journal.retry_einvoices(r.org, r.sha256)
+            if count:
+                print(f"will send again: {shown}")
+            else:
+                print(f"qonto-invoice-daemon: retry: {shown}: no rejected e-invoice for this "
+                      "file", file=sys.stderr)
+                status = EX_FAILED
+    finally:
+        await journal.close()
     return status
 
 

@@ -85,6 +85,17 @@ class Folder:
     failed: Path
     org: Organization
     facturx: str = "warn"  # [validation] facturx, or the folder's own
+    # Imported invoices are sent through Qonto's e-invoicing platform.
+    send_by_einvoice: bool = False
+
+
+@dataclass(frozen=True)
+class EinvoicingConfig:
+    """How imported e-invoices are tracked (GET /v2/client_invoices/{id})."""
+
+    poll_initial_s: float = 60.0  # the first look after a send
+    poll_max_s: float = 21600.0  # the spacing doubles up to this
+    track_days: float = 30.0  # then tracking stops
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,7 @@ class Config:
     watch: WatchConfig = WatchConfig()
     upload: UploadConfig = UploadConfig()
     validation: ValidationConfig = ValidationConfig()
+    einvoicing: EinvoicingConfig = EinvoicingConfig()
     shutdown_grace_s: float = 20.0
     log_format: str = "auto"
     log_level: str = "info"
@@ -407,8 +419,8 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
 def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path) -> Config:
     notes: list[str] = []  # what a configuration that loads still has to say
     top = _Table(raw, "")
-    for name in ("qonto", "database", "watch", "upload", "validation", "service", "log",
-                 "folders"):
+    for name in ("qonto", "database", "watch", "upload", "validation", "einvoicing", "service",
+                 "log", "folders"):
         top._used.add(name)
     top.finish()
 
@@ -482,6 +494,18 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
     if validation.parse_memory_mb < 128:
         raise ConfigError("validation.parse_memory_mb must be at least 128 (the parser's own size)")
 
+    ein = _section(raw, "einvoicing")
+    einvoicing = EinvoicingConfig(
+        poll_initial_s=ein.positive(
+            "poll_initial_seconds", float, EinvoicingConfig.poll_initial_s
+        ),
+        poll_max_s=ein.positive("poll_max_seconds", float, EinvoicingConfig.poll_max_s),
+        track_days=ein.positive("track_days", float, EinvoicingConfig.track_days),
+    )
+    ein.finish()
+    if einvoicing.poll_max_s < einvoicing.poll_initial_s:
+        raise ConfigError("einvoicing.poll_max_seconds must be at least poll_initial_seconds")
+
     service = _section(raw, "service")
     grace_s = _non_negative(service, "shutdown_grace_seconds", 20.0)
     service.finish()
@@ -511,6 +535,7 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
         watch=watch,
         upload=upload,
         validation=validation,
+        einvoicing=einvoicing,
         shutdown_grace_s=grace_s,
         log_format=log_format,
         log_level=log_level,
@@ -556,7 +581,10 @@ def _folders(
         inbox = _resolve(base_dir, table.get("inbox", str, required=True))
         done = _resolve(base_dir, table.get("done", str, required=True))
         failed = _resolve(base_dir, table.get("failed", str, required=True))
-        policy = _choice(table, "facturx", FACTURX_POLICIES, facturx)
+        send = table.get("send_by_einvoice", bool, False)
+        # A PDF without valid Factur-X XML cannot be an e-invoice: such a folder
+        # fails it before import, unless it says otherwise.
+        policy = _choice(table, "facturx", FACTURX_POLICIES, "require" if send else facturx)
         org = _organization(table, env, base_dir, parent=main_org, notes=notes)
         table.finish()
         known = logins.setdefault(org.key, org)
@@ -567,7 +595,8 @@ def _folders(
             )
         if len({inbox, done, failed}) != 3:
             raise ConfigError(f"{where}: inbox, done and failed must be three different folders")
-        folders.append(Folder(inbox=inbox, done=done, failed=failed, org=org, facturx=policy))
+        folders.append(Folder(inbox=inbox, done=done, failed=failed, org=org, facturx=policy,
+                              send_by_einvoice=send))
     _check_overlaps(folders)
     return tuple(folders)
 

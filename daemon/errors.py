@@ -138,6 +138,34 @@ def parse_retry_after(value: str | None, *, now_s: float | None = None) -> float
     return max(0.0, when.timestamp() - now)
 
 
+def classify_einvoice(
+    status: int, headers: Mapping[str, str], errors: list[dict[str, object]], snippet: str
+) -> QontoError:
+    """An answer of the e-invoicing calls (send_by_einvoice, GET client_invoices/{id}).
+
+    Qonto does not document their refusals: 401/403 pause the organization,
+    408/429/5xx (and 3xx) are tried again, and any other refusal (an unreachable
+    client, e-invoicing not activated, an invoice deleted: 404) is Rejected with
+    Qonto's own detail, for a person to act on; it is not retried by itself.
+    """
+    if status in (401, 403):
+        problem = classify_http(status, headers, errors, snippet)
+        assert isinstance(problem, AuthProblem)
+        if status == 403:
+            problem.hint = (
+                "the key lacks the client_invoice.write or client_invoices.read permission, "
+                "or e-invoicing is not available to this organization"
+            )
+        return problem
+    if 400 <= status < 500 and status not in TRANSIENT_STATUSES:
+        first = errors[0] if errors else {}
+        code = str(first.get("code") or "")
+        detail = str(first.get("detail") or first.get("title") or snippet or "no detail given")
+        label = f"HTTP {status}" + (f" {code}" if code else "")
+        return Rejected(f"{label}: {detail}", status=status, code=code or "refused", detail=detail)
+    return classify_http(status, headers, errors, snippet)
+
+
 def classify_http(
     status: int, headers: Mapping[str, str], errors: list[dict[str, object]], snippet: str
 ) -> QontoError:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import os
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -67,6 +69,51 @@ _MIGRATE_TO_2 = "".join(f"ALTER TABLE invoices ADD COLUMN {c} TEXT;\n" for c in 
     "    org TEXT PRIMARY KEY, refresh_token TEXT NOT NULL, configured TEXT NOT NULL,\n"
     "    updated_at TEXT NOT NULL);\n"
 )
+
+# Imported invoices sent by e-invoice, and what Qonto says of each since. state:
+# pending (to send) -> submitted (accepted, tracked) -> final (a final lifecycle
+# code, or the tracking period is over); rejected (refused; `retry --einvoice`).
+# `lifecycle` is JSON: [[code, "when"], ...], oldest first. `next_at` is wall-clock
+# seconds: when to send or look again, across restarts.
+_MIGRATE_TO_3 = """
+CREATE TABLE IF NOT EXISTS einvoices (
+    org                TEXT NOT NULL,
+    invoice_id         TEXT NOT NULL,
+    sha256             TEXT NOT NULL,
+    state              TEXT NOT NULL,
+    einvoicing_status  TEXT,
+    lifecycle          TEXT NOT NULL DEFAULT '[]',
+    detail             TEXT,
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    checks             INTEGER NOT NULL DEFAULT 0,
+    next_at            REAL NOT NULL,
+    submitted_at       TEXT,
+    created_at         TEXT NOT NULL,
+    updated_at         TEXT NOT NULL,
+    PRIMARY KEY (org, invoice_id)
+);
+CREATE INDEX IF NOT EXISTS einvoices_due ON einvoices (state, next_at);
+CREATE INDEX IF NOT EXISTS einvoices_sha256 ON einvoices (org, sha256);
+"""
+
+
+@dataclass(frozen=True)
+class Einvoice:
+    org: str
+    invoice_id: str
+    sha256: str
+    state: str
+    einvoicing_status: str | None
+    lifecycle: tuple[tuple[int, str], ...]  # (code, when), oldest first
+    detail: str | None
+    attempts: int
+    checks: int
+    next_at: float
+    submitted_at: str | None
+
+    @property
+    def codes(self) -> list[int]:
+        return [code for code, _ in self.lifecycle]
 
 
 @dataclass(frozen=True)
@@ -154,6 +201,8 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
             steps += _statements(_SCHEMA)
         if version < 2:
             steps += _statements(_MIGRATE_TO_2)
+        if version < 3:
+            steps += _statements(_MIGRATE_TO_3)
         for statement in steps:
             await db.execute(statement)
         await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -167,6 +216,31 @@ def _statements(script: str) -> list[str]:
     # Our own DDL: no semicolons inside statements; comments end at the line.
     lines = [line.split("--")[0] for line in script.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+EINVOICE_COUNTS = ("waiting", "submitted", "delivered", "refused")
+REFUSED_CODES = frozenset({210, 213})
+
+
+def einvoice_bucket(state: str, codes: Sequence[int]) -> str:
+    """Which of `status`'s e-invoice counts an e-invoice falls in."""
+    if state == "rejected" or REFUSED_CODES.intersection(codes):
+        return "refused"
+    if state == "pending":
+        return "waiting"
+    if any(code >= 202 for code in codes):
+        return "delivered"
+    return "submitted"
+
+
+def _einvoice(row: sqlite3.Row) -> Einvoice:
+    return Einvoice(
+        org=row["org"], invoice_id=row["invoice_id"], sha256=row["sha256"], state=row["state"],
+        einvoicing_status=row["einvoicing_status"],
+        lifecycle=tuple((int(code), str(when)) for code, when in json.loads(row["lifecycle"])),
+        detail=row["detail"], attempts=row["attempts"], checks=row["checks"],
+        next_at=row["next_at"], submitted_at=row["submitted_at"],
+    )
 
 
 def _record(row: sqlite3.Row) -> Record:
@@ -214,8 +288,8 @@ def _fact_values(invoice: Invoice | None) -> tuple[str | None, ...]:
 
 
 # PRAGMA user_version. 0: 0.1.0's unversioned journal (the v1 tables); 1: versioned;
-# 2: what the invoice XML says (flavor, profile, number, seller...).
-SCHEMA_VERSION = 2
+# 2: what the invoice XML says (flavor, profile, number, seller...); 3: e-invoices.
+SCHEMA_VERSION = 3
 _RETRY_INITIAL_S, _RETRY_MAX_S = 1.0, 30.0
 _HINT_FULL = "free space on that filesystem; the daemon waits and carries on by itself"
 
@@ -507,14 +581,95 @@ class Journal:
             rows,
         ))
 
-    async def record_imported(self, org: str, invoice_ids: dict[str, str]) -> None:
-        """Store sha256 -> invoice_id for a whole answer in one transaction."""
+    async def record_imported(
+        self, org: str, invoice_ids: dict[str, str], *, einvoice: Iterable[str] = ()
+    ) -> None:
+        """Store sha256 -> invoice_id for a whole answer in one transaction.
+
+        The invoices whose sha256 is in `einvoice` are to be sent by e-invoice:
+        that intent is committed with the invoice_id, so a crash cannot lose it.
+        """
         now = _now()
-        await self._write(lambda: self._db.executemany(
-            "UPDATE invoices SET state = 'imported', invoice_id = ?, last_error = NULL, "
-            "updated_at = ? WHERE org = ? AND sha256 = ?",
-            [(invoice_id, now, org, sha) for sha, invoice_id in invoice_ids.items()],
+        send = [(org, invoice_ids[sha], sha, time.time(), now, now) for sha in einvoice]
+
+        async def statements() -> None:
+            await self._db.executemany(
+                "UPDATE invoices SET state = 'imported', invoice_id = ?, last_error = NULL, "
+                "updated_at = ? WHERE org = ? AND sha256 = ?",
+                [(invoice_id, now, org, sha) for sha, invoice_id in invoice_ids.items()],
+            )
+            if send:
+                await self._db.executemany(
+                    "INSERT INTO einvoices (org, invoice_id, sha256, state, next_at, created_at, "
+                    "updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?) "
+                    "ON CONFLICT (org, invoice_id) DO NOTHING",
+                    send,
+                )
+
+        await self._write(statements)
+
+    # -- e-invoices -------------------------------------------------------------------
+
+    async def einvoices_due(self, now: float, limit: int = 100) -> list[Einvoice]:
+        """Pending and submitted e-invoices whose time has come, the most overdue first."""
+        rows = await self._db.execute_fetchall(
+            "SELECT * FROM einvoices WHERE state IN ('pending', 'submitted') AND next_at <= ? "
+            "ORDER BY next_at LIMIT ?", (now, limit),
+        )
+        return [_einvoice(r) for r in rows]
+
+    async def next_einvoice_at(self) -> float | None:
+        rows = await self._db.execute_fetchall(
+            "SELECT min(next_at) FROM einvoices WHERE state IN ('pending', 'submitted')"
+        )
+        return next((r[0] for r in rows if r[0] is not None), None)
+
+    async def einvoices_of(self, org: str, sha256: str) -> list[Einvoice]:
+        try:
+            rows = await self._db.execute_fetchall(
+                "SELECT * FROM einvoices WHERE org = ? AND sha256 = ?", (org, sha256)
+            )
+        except sqlite3.OperationalError:  # `lookup` beside a daemon of the previous version
+            return []
+        return [_einvoice(r) for r in rows]
+
+    async def update_einvoice(self, e: Einvoice, **changes: object) -> Einvoice:
+        """Store the new state of an e-invoice (durably: it says what was sent)."""
+        new = replace(e, **changes)  # type: ignore[arg-type]
+        await self._write(lambda: self._db.execute(
+            "UPDATE einvoices SET state = ?, einvoicing_status = ?, lifecycle = ?, detail = ?, "
+            "attempts = ?, checks = ?, next_at = ?, submitted_at = ?, updated_at = ? "
+            "WHERE org = ? AND invoice_id = ?",
+            (new.state, new.einvoicing_status, json.dumps([list(x) for x in new.lifecycle]),
+             new.detail, new.attempts, new.checks, new.next_at, new.submitted_at, _now(),
+             new.org, new.invoice_id),
         ))
+        return new
+
+    async def einvoice_counts(self) -> dict[str, dict[str, int]]:
+        """Per organization: waiting, submitted, delivered (202 or later), refused."""
+        try:
+            rows = await self._db.execute_fetchall("SELECT org, state, lifecycle FROM einvoices")
+        except sqlite3.OperationalError:  # `status` beside a daemon of the previous version
+            return {}
+        out: dict[str, dict[str, int]] = {}
+        for row in rows:
+            counts = out.setdefault(row[0], dict.fromkeys(EINVOICE_COUNTS, 0))
+            codes = [int(c) for c, _ in json.loads(row[2])]
+            counts[einvoice_bucket(row[1], codes)] += 1
+        return out
+
+    async def retry_einvoices(self, org: str | None = None, sha256: str | None = None) -> int:
+        """Rejected e-invoices (all, or one file's) become pending again; how many."""
+        where, args = "state = 'rejected'", []
+        if org is not None and sha256 is not None:
+            where += " AND org = ? AND sha256 = ?"
+            args = [org, sha256]
+        cur = await self._write(lambda: self._db.execute(
+            f"UPDATE einvoices SET state = 'pending', attempts = 0, detail = NULL, next_at = ?, "
+            f"updated_at = ? WHERE {where}", (time.time(), _now(), *args),
+        ))
+        return int(cur.rowcount)
 
     async def mark_done(self, org: str, sha256: str, path: Path) -> None:
         """Where the file went. Not waited for: after a crash, the start-up finds

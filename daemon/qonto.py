@@ -12,13 +12,14 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import payload
 
 from . import __version__
 from .config import Organization
-from .errors import Transient, Unmatched, classify_http
+from .errors import Transient, Unmatched, classify_einvoice, classify_http
 from .redact import NOTHING, Redactor
 from .throttle import RateLimiter
 
@@ -28,6 +29,7 @@ FIELD = "client_invoices"
 _BOUNDARY_LEN = 32  # aiohttp's own: uuid4().hex
 _SNIPPET_CHARS = 200
 _READ_FOR_ERRORS = 65536  # what of an error body is read for its message
+_EINVOICE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -146,13 +148,58 @@ class QontoClient:
     async def _post(self, files: Sequence[Upload]) -> tuple[int, bytes, dict[str, str]]:
         return await self._request("POST", self._url, data=build_body(files))
 
+    async def send_by_einvoice(self, invoice_id: str) -> None:
+        """Ask Qonto to send an imported invoice by e-invoice (204: accepted).
+
+        Raises what classify_einvoice says: Transient, AuthProblem, or Rejected.
+        """
+        url = f"{self._org.base_url}{LIST_PATH}/{quote(invoice_id, safe='')}/send_by_einvoice"
+        status, raw, headers = await self._einvoice_call("POST", url)
+        if status not in (200, 202, 204):
+            raise self._einvoice_error(status, raw, headers)
+
+    async def client_invoice(self, invoice_id: str) -> dict[str, Any]:
+        """`GET /v2/client_invoices/{id}`: the invoice, its e-invoicing status and events."""
+        url = f"{self._org.base_url}{LIST_PATH}/{quote(invoice_id, safe='')}"
+        status, raw, headers = await self._einvoice_call("GET", url)
+        if status != 200:
+            raise self._einvoice_error(status, raw, headers)
+        try:
+            found = json.loads(raw)["client_invoice"]
+            if not isinstance(found, dict):
+                raise TypeError("not an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Transient(
+                f"unreadable answer ({type(exc).__name__}): {_snippet(raw, self._redact)}"
+            ) from None
+        return found
+
+    async def _einvoice_call(self, method: str, url: str) -> tuple[int, bytes, dict[str, str]]:
+        # Half of each rate-limit window at most: uploads keep the rest.
+        status, raw, headers = await self._request(method, url, share=_EINVOICE_SHARE)
+        if status == 401 and self._tokens is not None:
+            self._tokens.invalidate()
+            status, raw, headers = await self._request(method, url, share=_EINVOICE_SHARE)
+        return status, raw, headers
+
+    def _einvoice_error(self, status: int, raw: bytes, headers: dict[str, str]) -> Exception:
+        headers = {k: self._redact(v) for k, v in headers.items()}
+        return classify_einvoice(
+            status, headers, _parse_errors(raw, self._redact), _snippet(raw, self._redact)
+        )
+
     async def _request(
-        self, method: str, url: str, data: aiohttp.MultipartWriter | None = None
+        self,
+        method: str,
+        url: str,
+        data: aiohttp.MultipartWriter | None = None,
+        *,
+        share: float = 1.0,
     ) -> tuple[int, bytes, dict[str, str]]:
         """One request to the API, within the rate limits; network trouble is Transient."""
         request_headers = await self._headers()
         if self._limiter is not None:
-            await self._limiter.acquire()
+            await self._limiter.acquire(share)
         try:
             async with self._session.request(
                 method,

@@ -28,6 +28,7 @@ from . import __version__, mover, qonto, signals, watcher
 from .aio import wait_event, wait_first
 from .batcher import Limits
 from .config import Config, Folder
+from .einvoice import Einvoicing
 from .errors import AlreadyRunning, JournalError
 from .filing import Filing
 from .intake import Intake
@@ -235,14 +236,22 @@ class Service:
             settle_wake=self._settle_wake, limits=self._limits, parsers=parsers, once=self.once,
         )
         self._intake.uploaders = self._uploaders
+        clients = {
+            org.key: QontoClient(
+                session, org, timeout, redact,
+                TokenSource(org, session, journal, redact, timeout) if org.oauth else None,
+                limiter,
+            )
+            for org in cfg.organizations
+        }
+        self._einvoicing = Einvoicing(
+            journal=journal, clients=clients, orgs=self._uploaders, settings=cfg.einvoicing,
+            upload=cfg.upload, stopping=self._stopping,
+        )
         for org in cfg.organizations:
             self._uploaders[org.key] = OrgUploader(
                 org=org.key,
-                client=QontoClient(
-                    session, org, timeout, redact,
-                    TokenSource(org, session, journal, redact, timeout) if org.oauth else None,
-                    limiter,
-                ),
+                client=clients[org.key],
                 journal=journal,
                 filing=self._filing,
                 settings=cfg.upload,
@@ -251,6 +260,7 @@ class Service:
                 stopping=self._stopping,
                 finished=self._intake.finished,
                 give_up_on_auth=self.once,
+                einvoices_recorded=self._einvoicing.wake,
             )
 
     async def _run_tasks(self) -> None:
@@ -272,6 +282,8 @@ class Service:
             workers.append(tg.create_task(self._journal_loop(), name="journal"))
             if self._parsers is not None:
                 tg.create_task(self._parsers.warm(), name="parsers")
+            if not self.once:
+                workers.append(tg.create_task(self._einvoicing.run(), name="einvoicing"))
             workers.append(tg.create_task(
                 self._journal.keep_committed(self._stopping), name="commits"
             ))

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import mover, watcher
 from .config import Config, Folder
-from .journal import DONE, FAILED, QUEUED, SENDING, Journal
+from .journal import DONE, EINVOICE_COUNTS, FAILED, QUEUED, SENDING, Journal
 from .lock import holder
 
 
@@ -27,6 +27,7 @@ async def collect(cfg: Config) -> dict[str, Any]:
     try:
         places = await journal.places() if journal else []
         orgs = await journal.organizations() if journal else {}
+        einvoices = await journal.einvoice_counts() if journal else {}
     finally:
         if journal is not None:
             await journal.close()
@@ -47,6 +48,8 @@ async def collect(cfg: Config) -> dict[str, Any]:
                 "last_success_at": orgs.get(org.key, {}).get("last_success_at"),
                 "last_error": orgs.get(org.key, {}).get("last_error"),
                 "last_error_at": orgs.get(org.key, {}).get("last_error_at"),
+                # waiting (to be sent), submitted, delivered (202 or later), refused.
+                "einvoices": einvoices.get(org.key, dict.fromkeys(EINVOICE_COUNTS, 0)),
             }
             for org in cfg.organizations
         ],
@@ -99,6 +102,12 @@ def render(status: dict[str, Any]) -> str:
             f"{o['org']}: {state}; last success {o['last_success_at'] or 'never'}"
             + (f"; last error {o['last_error_at']}: {o['last_error']}" if o["last_error"] else "")
         )
+        e = o["einvoices"]
+        if any(e.values()):
+            lines.append(
+                f"{o['org']} e-invoices: {e['submitted']} submitted, {e['delivered']} delivered, "
+                f"{e['refused']} refused or rejected, {e['waiting']} waiting to be sent"
+            )
     return "\n".join(lines)
 
 

@@ -81,18 +81,22 @@ class RateLimiter:
         self._turn = asyncio.Lock()
         self.waited_s = 0.0  # in all, for the logs and the benchmarks
 
-    def _delay_s(self, now: float) -> float:
+    def _delay_s(self, now: float, share: float) -> float:
         delay = 0.0
         for window in self._windows:
-            if len(self._starts) >= window.requests:
+            allowed = max(1, int(window.requests * share))
+            if len(self._starts) >= allowed:
                 # The request that must leave the window before another starts.
-                oldest = self._starts[-window.requests]
+                oldest = self._starts[-allowed]
                 delay = max(delay, oldest + window.seconds - now)
         return delay
 
-    async def acquire(self) -> None:
+    async def acquire(self, share: float = 1.0) -> None:
+        """Wait for a ticket. With `share` < 1 the caller stops at that share of each
+        window: work that must never slow uploads down (e-invoice tracking) leaves
+        them the rest."""
         async with self._turn:
-            while (delay := self._delay_s(self._clock())) > 0:
+            while (delay := self._delay_s(self._clock(), share)) > 0:
                 self.waited_s += delay
                 await self._sleep(delay)
             self._starts.append(self._clock())

@@ -127,6 +127,7 @@ class OrgUploader:
         finished: Finished,
         give_up_on_auth: bool = False,
         rng: random.Random | None = None,
+        einvoices_recorded: Callable[[], None] = lambda: None,
     ) -> None:
         self.org = org
         self._client = client
@@ -138,6 +139,7 @@ class OrgUploader:
         self._stopping = stopping
         self._finished = finished
         self._give_up_on_auth = give_up_on_auth
+        self._einvoices_recorded = einvoices_recorded
         self._rng = rng or random.Random()
         self._waiting: list[Pending] = []
         self._arrived = asyncio.Event()
@@ -293,7 +295,7 @@ class OrgUploader:
                 await self._journal.note_error(self.org, [p.sha256 for p in batch], str(exc))
                 await self._journal.note_org(self.org, paused=True, reason=exc.hint,
                                              error=str(exc))
-                self._pause(exc)
+                self.pause(exc)
                 continue
             except (Rejected, Unmatched) as exc:
                 if len(batch) > 1:
@@ -326,7 +328,8 @@ class OrgUploader:
             log.warning("batch_not_recorded", org=self.org, files=len(batch))
             self._leave(batch)
 
-    def _pause(self, exc: AuthProblem) -> None:
+    def pause(self, exc: AuthProblem) -> None:
+        """Hold the organization after a 401/403 (uploads and e-invoices alike)."""
         if self._give_up_on_auth:
             if not self.gave_up:
                 log.error(
@@ -403,7 +406,10 @@ class OrgUploader:
         batch_id: str,
     ) -> None:
         by_sha = {p.sha256: ids[p.file_name] for p in batch}
-        await self._journal.record_imported(self.org, by_sha)
+        einvoice = [p.sha256 for p in batch if p.folder.send_by_einvoice]
+        await self._journal.record_imported(self.org, by_sha, einvoice=einvoice)
+        if einvoice:
+            self._einvoices_recorded()
         await self._journal.note_org(self.org, paused=False, success=True)
         log.info(
             "batch_uploaded", batch_id=batch_id, org=self.org, files=len(batch),

@@ -219,3 +219,27 @@ def test_a_secret_file_others_can_read_is_warned_about(tmp_path):
     assert "qonto.secret_key_file" in note and "0600" in note and "k3y" not in note
     secret.chmod(0o600)
     assert load(tmp_path, text).notes == ()
+
+
+def test_a_folder_that_sends_by_einvoice_requires_factur_x_unless_it_says_otherwise(tmp_path):
+    cfg = load(tmp_path, MINIMAL + 'send_by_einvoice = true\n')
+    (folder,) = cfg.folders
+    assert folder.send_by_einvoice and folder.facturx == "require"
+    cfg = load(tmp_path, MINIMAL + 'send_by_einvoice = true\nfacturx = "warn"\n')
+    assert cfg.folders[0].facturx == "warn"
+    plain = load(tmp_path, MINIMAL)
+    assert not plain.folders[0].send_by_einvoice and plain.folders[0].facturx == "warn"
+    assert plain.einvoicing.poll_initial_s == 60.0 and plain.einvoicing.poll_max_s == 21600.0
+    assert plain.einvoicing.track_days == 30.0
+
+
+def test_einvoicing_settings_are_checked(tmp_path):
+    cfg = load(tmp_path, "[einvoicing]\npoll_initial_seconds = 30\npoll_max_seconds = 3600\n"
+               "track_days = 7\n" + MINIMAL)
+    assert (cfg.einvoicing.poll_initial_s, cfg.einvoicing.poll_max_s) == (30.0, 3600.0)
+    assert cfg.einvoicing.track_days == 7.0
+    with pytest.raises(ConfigError, match="einvoicing.poll_max_seconds"):
+        load(tmp_path, "[einvoicing]\npoll_initial_seconds = 60\npoll_max_seconds = 10\n"
+             + MINIMAL)
+    with pytest.raises(ConfigError, match="einvoicing"):
+        load(tmp_path, "[einvoicing]\npoll_every = 5\n" + MINIMAL)

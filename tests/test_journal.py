@@ -165,9 +165,42 @@ async def test_a_journal_of_schema_1_gets_the_invoice_facts_columns(tmp_path):
     finally:
         await journal.close()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"invoices", "organizations", "oauth_tokens"} <= tables
+        assert {"invoices", "organizations", "oauth_tokens", "einvoices"} <= tables
+    conn.close()
+
+
+async def test_a_journal_of_schema_2_gets_the_einvoices_table(tmp_path):
+    """Schema 2 is what the previous main wrote: its rows stay, e-invoices are added."""
+    from daemon.journal import _MIGRATE_TO_2, _statements
+
+    db = tmp_path / "state.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(SCHEMA_0_1_0)
+        for statement in _statements(_MIGRATE_TO_2):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+        conn.execute(
+            "INSERT INTO invoices (org, sha256, state, invoice_id, path, file_name, size, "
+            "attempts, created_at, updated_at) VALUES (?, ?, 'done', 'inv-1', ?, 'a.pdf', 10, 1, "
+            "'t0', 't1')",
+            (LOGIN, "cd" * 32, os.fsencode(tmp_path / "a.pdf")),
+        )
+    conn.close()
+    journal = await Journal.open(db)
+    try:
+        old = await journal.get(LOGIN, "cd" * 32)
+        assert old is not None and old.invoice_id == "inv-1" and old.state == "done"
+        assert await journal.einvoices_of(LOGIN, "cd" * 32) == []  # imported before: not sent
+        await journal.enqueue(LOGIN, "ef" * 32, tmp_path / "b.pdf", "b.pdf", 10)
+        await journal.record_imported(LOGIN, {"ef" * 32: "inv-2"}, einvoice=["ef" * 32])
+        (e,) = await journal.einvoices_of(LOGIN, "ef" * 32)
+        assert e.state == "pending" and e.invoice_id == "inv-2" and e.codes == []
+    finally:
+        await journal.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
 
 

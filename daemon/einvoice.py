@@ -1,0 +1,238 @@
+"""Sending imported invoices by e-invoice, then following their lifecycle.
+
+For folders with `send_by_einvoice = true`, the journal records the intent
+to send in the same transaction as the invoice_id (journal.record_imported),
+so a crash can neither lose a send nor repeat one that was answered: each
+e-invoice's state (pending, submitted, rejected, final) is committed before
+the next step. `send_by_einvoice` is safe to call twice (Qonto documents it),
+which covers only the instant between Qonto's answer and our commit.
+
+Submitted invoices are looked at with `GET /v2/client_invoices/{id}` on a
+schedule that starts at `poll_initial_seconds` and doubles up to
+`poll_max_seconds`, until a final lifecycle code (210 refused, 212 paid,
+213 rejected) or `track_days`. One request at a time, on its own: uploads
+never wait for it, and it takes at most half of the rate limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from .aio import wait_first
+from .backoff import next_delay
+from .config import EinvoicingConfig, UploadConfig
+from .errors import AuthProblem, Rejected, Transient
+from .journal import Einvoice, Journal
+from .qonto import QontoClient
+
+log = structlog.get_logger()
+
+# The French reform's lifecycle codes (as Qonto reports them).
+LABELS = {
+    200: "Déposée", 201: "Émise par la plateforme", 202: "Reçue par la plateforme",
+    203: "Mise à disposition", 204: "Prise en charge", 205: "Approuvée",
+    206: "Approuvée partiellement", 207: "En litige", 208: "Suspendue", 209: "Complétée",
+    210: "Refusée", 211: "Paiement transmis", 212: "Encaissée", 213: "Rejetée",
+}
+FINAL_CODES = frozenset({210, 212, 213})
+ERROR_CODES = {
+    210: "the buyer refused the invoice: contact the client, then issue a credit note or a "
+    "corrected invoice",
+    213: "the e-invoicing platform rejected the invoice: see its detail in Qonto, correct the "
+    "invoice in the ERP and issue it again",
+}
+REJECTED_HINT = (
+    "check in Qonto that e-invoicing is activated, that the organization is registered in the "
+    "directory (Annuaire) and that the client is reachable on the e-invoicing network; then "
+    "run `qonto-invoice-daemon retry --einvoice PATH`"
+)
+_DUE_BATCH = 100
+_RECHECK_S = 30.0  # the journal is read again at least this often (`retry --einvoice`)
+_PAUSED_RECHECK_S = 5.0
+
+
+class Pausable(Protocol):
+    """The organization's uploader: e-invoicing shares its pause after a 401/403."""
+
+    @property
+    def paused(self) -> bool: ...
+
+    def pause(self, exc: AuthProblem) -> None: ...
+
+
+class Einvoicing:
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        clients: Mapping[str, QontoClient],
+        orgs: Mapping[str, Pausable],
+        settings: EinvoicingConfig,
+        upload: UploadConfig,
+        stopping: asyncio.Event,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._journal = journal
+        self._clients = clients
+        self._orgs = orgs
+        self._settings = settings
+        self._upload = upload
+        self._stopping = stopping
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New pending e-invoices (an import was just recorded): look now."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            due = await self._journal.einvoices_due(time.time(), _DUE_BATCH)
+            progressed = False
+            for e in due:
+                if self._stopping.is_set():
+                    return
+                org = self._orgs.get(e.org)
+                client = self._clients.get(e.org)
+                if org is None or client is None or org.paused:
+                    continue  # an organization no longer configured, or paused: later
+                progressed = True
+                if e.state == "pending":
+                    await self._send(e, client, org)
+                else:
+                    await self._track(e, client, org)
+            if progressed and len(due) == _DUE_BATCH:
+                continue
+            wait_s = _PAUSED_RECHECK_S if due and not progressed else _RECHECK_S
+            next_at = await self._journal.next_einvoice_at()
+            if next_at is not None and (progressed or not due):
+                wait_s = min(wait_s, max(0.0, next_at - time.time()))
+            if wait_s > 0:
+                await wait_first(self._stopping, self._wake, timeout_s=wait_s)
+
+    async def _where(self, e: Einvoice) -> Any:
+        record = await self._journal.get(e.org, e.sha256)
+        return record.path if record is not None else None
+
+    async def _send(self, e: Einvoice, client: QontoClient, org: Pausable) -> None:
+        bound = log.bind(org=e.org, invoice_id=e.invoice_id, path=await self._where(e))
+        try:
+            await client.send_by_einvoice(e.invoice_id)
+        except Transient as exc:
+            await self._later(e, exc, bound, "einvoice_send_retry")
+            return
+        except AuthProblem as exc:
+            await self._journal.note_org(e.org, paused=True, reason=exc.hint, error=str(exc))
+            org.pause(exc)
+            return
+        except Rejected as exc:
+            await self._journal.update_einvoice(
+                e, state="rejected", detail=exc.detail, attempts=e.attempts + 1
+            )
+            bound.error("einvoice_rejected", status=exc.status, code=exc.code, detail=exc.detail,
+                        hint=REJECTED_HINT)
+            return
+        now = time.time()
+        await self._journal.update_einvoice(
+            e, state="submitted", detail=None, attempts=e.attempts + 1,
+            submitted_at=_iso(now), next_at=now + self._settings.poll_initial_s,
+        )
+        bound.info("einvoice_submitted", next_check_s=self._settings.poll_initial_s)
+
+    async def _track(self, e: Einvoice, client: QontoClient, org: Pausable) -> None:
+        bound = log.bind(org=e.org, invoice_id=e.invoice_id)
+        try:
+            invoice = await client.client_invoice(e.invoice_id)
+        except Transient as exc:
+            await self._later(e, exc, bound, "einvoice_check_retry")
+            return
+        except AuthProblem as exc:
+            await self._journal.note_org(e.org, paused=True, reason=exc.hint, error=str(exc))
+            org.pause(exc)
+            return
+        except Rejected as exc:  # 404: deleted in Qonto; nothing more to follow
+            await self._journal.update_einvoice(e, state="final", detail=exc.detail)
+            bound.error("einvoice_tracking_stopped", status=exc.status, detail=exc.detail,
+                        path=await self._where(e),
+                        hint="the invoice cannot be read in Qonto any more (deleted?)")
+            return
+        now = time.time()
+        status = invoice.get("einvoicing_status")
+        status = None if status is None else str(status)  # stored as it comes
+        seen = set(e.codes)
+        new: list[tuple[int, str]] = []
+        for code, when in _events(invoice.get("einvoicing_lifecycle_events"), now):
+            if code not in seen:
+                seen.add(code)
+                new.append((code, when))
+        checks = e.checks + 1
+        ended = bool(FINAL_CODES & seen)
+        expired = _tracked_since(e, now) >= self._settings.track_days * 86400
+        interval_s = min(self._settings.poll_initial_s * 2**checks, self._settings.poll_max_s)
+        await self._journal.update_einvoice(
+            e, state="final" if ended or expired else "submitted", einvoicing_status=status,
+            lifecycle=e.lifecycle + tuple(new), checks=checks, attempts=0,
+            next_at=now + interval_s,
+        )
+        path = await self._where(e) if new else None
+        for code, when in new:
+            fields = dict(code=code, label=LABELS.get(code, "code inconnu"),
+                          einvoicing_status=status, at=when, path=path)
+            if code in ERROR_CODES:
+                bound.error("einvoice_status_changed", hint=ERROR_CODES[code], **fields)
+            else:
+                bound.info("einvoice_status_changed", **fields)
+        if expired and not ended:
+            bound.info("einvoice_tracking_ended", track_days=self._settings.track_days,
+                       einvoicing_status=status, codes=sorted(seen))
+
+    async def _later(self, e: Einvoice, exc: Transient, bound: Any, event: str) -> None:
+        delay_s = next_delay(
+            e.attempts, exc.retry_after_s, self._rng,
+            initial_s=self._upload.backoff_initial_s, max_s=self._upload.backoff_max_s,
+        )
+        await self._journal.update_einvoice(
+            e, attempts=e.attempts + 1, next_at=time.time() + delay_s
+        )
+        bound.warning(event, error=str(exc), status=exc.status, attempt=e.attempts + 1,
+                      delay_s=round(delay_s, 2))
+
+
+def _events(raw: object, now: float) -> list[tuple[int, str]]:
+    """(code, when) of each readable lifecycle event, in the order given."""
+    out: list[tuple[int, str]] = []
+    if not isinstance(raw, list):
+        return out
+    for event in raw:
+        if not isinstance(event, dict):
+            continue
+        code = event.get("status_code")
+        if isinstance(code, str) and code.isdigit():
+            code = int(code)
+        if not isinstance(code, int) or isinstance(code, bool):
+            continue
+        when = next((str(event[k]) for k in ("occurred_at", "created_at", "date")
+                     if event.get(k)), _iso(now))
+        out.append((code, when))
+    return out
+
+
+def _tracked_since(e: Einvoice, now: float) -> float:
+    if e.submitted_at is None:
+        return 0.0
+    try:
+        return now - datetime.fromisoformat(e.submitted_at).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
