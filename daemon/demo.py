@@ -98,14 +98,71 @@ async def run_demo(*, keep: bool = False) -> int:
             print("\nThe daemon's log:\n")
             logs.configure("console", "info")
             code = await Service(cfg, once=True).run()
-        _report(inbox, emulator)
-        print(f"\n`run --once` would exit with status {code} (1: some files failed).")
+            _report(inbox, emulator)
+            print(f"\n`run --once` would exit with status {code} (1: some files failed).")
+            await _einvoicing(work, base_url, emulator)
         if keep:
             print(f"Workspace kept: {work}")
         return 0
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+async def _einvoicing(work: Path, base_url: str, emulator: Emulator) -> None:
+    """A folder with send_by_einvoice: one invoice goes through its lifecycle, one is refused."""
+    import asyncio
+    import hashlib
+    import time
+
+    from .journal import Journal
+    from .samples import facturx_pdf
+    from .service import Service
+
+    inbox = work / "einvoice-inbox"
+    inbox.mkdir()
+    facturx_pdf(inbox / "F-2026-0100.pdf", "F-2026-0100", 240000, buyer="Garage Martin")
+    facturx_pdf(inbox / "F-2026-0101.pdf", "F-2026-0101", 15000, buyer="UNREACHABLE SARL")
+    emulator.lifecycle_step_s = 0.4  # Qonto's platform, in fast motion
+    print("\nE-invoicing: a folder with send_by_einvoice = true (two invoices; the second "
+          "one's client is not reachable on the e-invoicing network)\n")
+    cfg = config.from_dict(
+        {
+            "qonto": {"base_url": base_url, "login": DEMO_LOGIN,
+                      "secret_key_env": "QONTO_SECRET_KEY"},
+            "database": {"path": str(work / "state.sqlite3")},
+            "watch": {"settle_seconds": 0.5},
+            "einvoicing": {"poll_initial_seconds": 0.4, "poll_max_seconds": 0.8},
+            "folders": [{"inbox": str(inbox), "done": str(inbox / "done"),
+                         "failed": str(inbox / "failed"), "send_by_einvoice": True}],
+        },
+        env={"QONTO_SECRET_KEY": DEMO_SECRET},
+        base_dir=work,
+    )
+    service = Service(cfg)
+    task = asyncio.create_task(service.run())
+    shas = {}
+    journal = await Journal.open_readonly(work / "state.sqlite3")
+    assert journal is not None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.2)
+            done = sorted((inbox / "done").glob("*.pdf")) if (inbox / "done").exists() else []
+            shas = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in done}
+            rows = [e for sha in shas.values() for e in await journal.einvoices_of(DEMO_LOGIN, sha)]
+            refused = any(e.state == "rejected" for e in rows)
+            if refused and any(202 in e.codes for e in rows):  # received by the buyer's platform
+                break
+        service.request_stop("demo")
+        await task
+        print("\nE-invoices (lookup --json: einvoice_state, einvoice_lifecycle):")
+        for name, sha in sorted(shas.items()):
+            for e in await journal.einvoices_of(DEMO_LOGIN, sha):
+                print(f"  {name:<20} {e.state:<10} lifecycle {e.codes or '-'}"
+                      + (f"  ({e.detail})" if e.detail else ""))
+    finally:
+        await journal.close()
 
 
 def _report(inbox: Path, emulator: Emulator) -> None:
