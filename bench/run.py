@@ -553,7 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     big = max(sizes)
-    pool = corpus(work / "cache", sum(sizes) + 2000 + args.pickup_files + args.rate_files)
+    need = sum(sizes) + 2000 * ("startup" in only) + args.pickup_files * ("pickup" in only)
+    pool = corpus(work / "cache", need + args.rate_files * ("rate" in only))
 
     report = Report(machine(), {k: str(v) for k, v in vars(args).items()})
     print(f"machine: {report.machine}", flush=True)
