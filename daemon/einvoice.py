@@ -95,28 +95,29 @@ class Einvoicing:
     async def run(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
-            due = await self._journal.einvoices_due(time.time(), _DUE_BATCH)
-            progressed = False
+            # Organizations configured and not paused: another's rows never block them.
+            active = [key for key, org in self._orgs.items()
+                      if key in self._clients and not org.paused]
+            due = await self._journal.einvoices_due(active, time.time(), _DUE_BATCH)
             for e in due:
                 if self._stopping.is_set():
                     return
-                org = self._orgs.get(e.org)
-                client = self._clients.get(e.org)
-                if org is None or client is None or org.paused:
-                    continue  # an organization no longer configured, or paused: later
-                progressed = True
+                org, client = self._orgs[e.org], self._clients[e.org]
+                if org.paused:  # paused by an answer in this round
+                    continue
                 if e.state == "pending":
                     await self._send(e, client, org)
                 else:
                     await self._track(e, client, org)
-            if progressed and len(due) == _DUE_BATCH:
+            if len(due) == _DUE_BATCH:
                 continue
-            wait_s = _PAUSED_RECHECK_S if due and not progressed else _RECHECK_S
-            next_at = await self._journal.next_einvoice_at()
-            if next_at is not None and (progressed or not due):
+            # A pause ends by the clock: look again soon while one lasts.
+            wait_s = _PAUSED_RECHECK_S if len(active) < len(self._clients) else _RECHECK_S
+            next_at = await self._journal.next_einvoice_at(active)
+            if next_at is not None:
                 wait_s = min(wait_s, max(0.0, next_at - time.time()))
-            if wait_s > 0:
-                await wait_first(self._stopping, self._wake, timeout_s=wait_s)
+            if wait_s > 0 or not due:
+                await wait_first(self._stopping, self._wake, timeout_s=max(wait_s, 0.05))
 
     async def _where(self, e: Einvoice) -> Any:
         record = await self._journal.get(e.org, e.sha256)
@@ -158,7 +159,12 @@ class Einvoicing:
             await self._journal.note_org(e.org, paused=True, reason=exc.hint, error=str(exc))
             org.pause(exc)
             return
-        except Rejected as exc:  # 404: deleted in Qonto; nothing more to follow
+        except Rejected as exc:
+            if exc.status != 404:  # not a refusal to act on: look again later
+                await self._later(e, Transient(str(exc), status=exc.status), bound,
+                                  "einvoice_check_retry")
+                return
+            # Deleted in Qonto: nothing more to follow.
             await self._journal.update_einvoice(e, state="final", detail=exc.detail)
             bound.error("einvoice_tracking_stopped", status=exc.status, detail=exc.detail,
                         path=await self._where(e),
@@ -176,7 +182,7 @@ class Einvoicing:
         checks = e.checks + 1
         ended = bool(FINAL_CODES & seen)
         expired = _tracked_since(e, now) >= self._settings.track_days * 86400
-        interval_s = min(self._settings.poll_initial_s * 2**checks, self._settings.poll_max_s)
+        interval_s = poll_interval_s(self._settings, checks)
         await self._journal.update_einvoice(
             e, state="final" if ended or expired else "submitted", einvoicing_status=status,
             lifecycle=e.lifecycle + tuple(new), checks=checks, attempts=0,
@@ -204,6 +210,11 @@ class Einvoicing:
         )
         bound.warning(event, error=str(exc), status=exc.status, attempt=e.attempts + 1,
                       delay_s=round(delay_s, 2))
+
+
+def poll_interval_s(settings: EinvoicingConfig, checks: int) -> float:
+    """After `checks` looks: from poll_initial_seconds, doubling, up to poll_max_seconds."""
+    return min(settings.poll_initial_s * 2.0 ** min(checks, 60), settings.poll_max_s)
 
 
 def _events(raw: object, now: float) -> list[tuple[int, str]]:

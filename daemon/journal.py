@@ -212,6 +212,24 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
         raise
 
 
+async def _uncancellable(work: Awaitable[T]) -> T:
+    """Run a journal step to its end even if the caller is cancelled meanwhile.
+
+    A step holds the lock over the open transaction (statements, a commit, a
+    rollback and replay after a full disk): cut short, it would leave other
+    writers' statements rolled back while they wait for a commit that says
+    they are on disk. The caller still sees its cancellation at once.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # Nobody awaits it now: its failure, if any, is already told to the
+        # transaction's writers.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise
+
+
 def _statements(script: str) -> list[str]:
     # Our own DDL: no semicolons inside statements; comments end at the line.
     lines = [line.split("--")[0] for line in script.splitlines()]
@@ -383,17 +401,22 @@ class Journal:
 
     async def _write(self, statements: Callable[[], Awaitable[T]], *, wait: bool = True) -> T:
         """Run `statements` in the open transaction; with `wait`, return once committed."""
-        async with self._lock:
-            result = await self._run(statements)
-            self._tx.append(statements)
-            if self._tx_done is None:
-                self._tx_done = asyncio.get_running_loop().create_future()
-            done = self._tx_done
+        result, done = await _uncancellable(self._execute(statements))
         if not wait:
             self._uncommitted.set()
             return result
         await self._durable(done)
         return result
+
+    async def _execute(
+        self, statements: Callable[[], Awaitable[T]]
+    ) -> tuple[T, asyncio.Future[None]]:
+        async with self._lock:
+            result = await self._run(statements)
+            self._tx.append(statements)
+            if self._tx_done is None:
+                self._tx_done = asyncio.get_running_loop().create_future()
+            return result, self._tx_done
 
     async def flush(self) -> None:
         """Commit what runs uncommitted (writes made with wait=False)."""
@@ -409,10 +432,13 @@ class Journal:
 
     async def _durable(self, done: asyncio.Future[None]) -> None:
         if not done.done():
-            async with self._lock:
-                if not done.done():  # else a commit since took these statements along
-                    await self._commit()
+            await _uncancellable(self._commit_unless(done))
         done.result()  # raises if the transaction was lost
+
+    async def _commit_unless(self, done: asyncio.Future[None]) -> None:
+        async with self._lock:
+            if not done.done():  # else a commit since took these statements along
+                await self._commit()
 
     async def _run(self, statements: Callable[[], Awaitable[T]]) -> T:
         """One writer's statements (under the lock); a full disk is waited out."""
@@ -476,9 +502,9 @@ class Journal:
                     await statements()
             except sqlite3.OperationalError as again:
                 exc = again
-                if _full(exc) and not self.stopping.is_set():
-                    continue
                 if not _full(exc):
+                    # Nothing of this transaction may be committed by the next writer.
+                    await _quietly(self._db.rollback())
                     self._end_tx(JournalUnavailable(f"{self.path}: {exc}"))
                     raise
                 continue
@@ -593,11 +619,17 @@ class Journal:
         send = [(org, invoice_ids[sha], sha, time.time(), now, now) for sha in einvoice]
 
         async def statements() -> None:
-            await self._db.executemany(
+            cur = await self._db.executemany(
                 "UPDATE invoices SET state = 'imported', invoice_id = ?, last_error = NULL, "
                 "updated_at = ? WHERE org = ? AND sha256 = ?",
                 [(invoice_id, now, org, sha) for sha, invoice_id in invoice_ids.items()],
             )
+            if cur.rowcount != len(invoice_ids):
+                # Their queued rows were lost with a failed transaction: nothing may
+                # be filed as imported (the files stay, and are sent again: same ids).
+                raise JournalUnavailable(
+                    f"{self.path}: {len(invoice_ids) - cur.rowcount} queued row(s) missing"
+                )
             if send:
                 await self._db.executemany(
                     "INSERT INTO einvoices (org, invoice_id, sha256, state, next_at, created_at, "
@@ -610,17 +642,23 @@ class Journal:
 
     # -- e-invoices -------------------------------------------------------------------
 
-    async def einvoices_due(self, now: float, limit: int = 100) -> list[Einvoice]:
-        """Pending and submitted e-invoices whose time has come, the most overdue first."""
+    async def einvoices_due(
+        self, orgs: Sequence[str], now: float, limit: int = 100
+    ) -> list[Einvoice]:
+        """These organizations' pending and submitted e-invoices whose time has come,
+        the most overdue first."""
+        marks = ",".join("?" * len(orgs))
         rows = await self._db.execute_fetchall(
-            "SELECT * FROM einvoices WHERE state IN ('pending', 'submitted') AND next_at <= ? "
-            "ORDER BY next_at LIMIT ?", (now, limit),
+            f"SELECT * FROM einvoices WHERE state IN ('pending', 'submitted') AND next_at <= ? "
+            f"AND org IN ({marks}) ORDER BY next_at LIMIT ?", (now, *orgs, limit),
         )
         return [_einvoice(r) for r in rows]
 
-    async def next_einvoice_at(self) -> float | None:
+    async def next_einvoice_at(self, orgs: Sequence[str]) -> float | None:
+        marks = ",".join("?" * len(orgs))
         rows = await self._db.execute_fetchall(
-            "SELECT min(next_at) FROM einvoices WHERE state IN ('pending', 'submitted')"
+            f"SELECT min(next_at) FROM einvoices WHERE state IN ('pending', 'submitted') "
+            f"AND org IN ({marks})", tuple(orgs),
         )
         return next((r[0] for r in rows if r[0] is not None), None)
 

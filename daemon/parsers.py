@@ -191,9 +191,12 @@ class ParserPool:
         except (ParseFailed, ParserUnavailable):
             raise
         except Exception as exc:  # what pypdf says about a PDF it cannot read
-            raise ParseFailed(f"the PDF cannot be read: {type(exc).__name__}: {exc}") from None
+            problem = f"the PDF cannot be read: {type(exc).__name__}: {exc}"
         finally:
             self._idle.put_nowait(worker)
+        # Raised here, not in the handler: an exception raised there would keep this
+        # frame (and the PDF's bytes) in a reference cycle until the next full GC.
+        raise ParseFailed(problem) from None
 
     async def warm(self) -> None:
         """Start every worker at once (at start-up), not when the first PDF waits for one."""

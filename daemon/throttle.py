@@ -93,8 +93,14 @@ class RateLimiter:
 
     async def acquire(self, share: float = 1.0) -> None:
         """Wait for a ticket. With `share` < 1 the caller stops at that share of each
-        window: work that must never slow uploads down (e-invoice tracking) leaves
-        them the rest."""
+        window, and waits outside the queue: work that must never slow uploads
+        down (e-invoices) leaves them the rest and never stands in their way."""
+        if share < 1.0:
+            while (delay := self._delay_s(self._clock(), share)) > 0:
+                self.waited_s += delay
+                await self._sleep(delay)
+            self._starts.append(self._clock())
+            return
         async with self._turn:
             while (delay := self._delay_s(self._clock(), share)) > 0:
                 self.waited_s += delay

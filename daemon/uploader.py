@@ -85,7 +85,8 @@ class AuthGate:
 
     @property
     def paused(self) -> bool:
-        return not self._open.is_set()
+        # Over once its time is up, whether or not an upload has looked since.
+        return not self._open.is_set() and time.monotonic() < self._until
 
     def close(self, now: float) -> float | None:
         """Pause after a refusal; returns the pause, or None if already paused."""
@@ -103,12 +104,9 @@ class AuthGate:
     async def wait_open(self, stopping: asyncio.Event) -> bool:
         """Wait out the pause; False if the daemon is stopping meanwhile."""
         while self.paused:
-            remaining = self._until - time.monotonic()
-            if remaining <= 0:
-                self._open.set()
-                break
-            if await wait_event(stopping, remaining):
+            if await wait_event(stopping, self._until - time.monotonic()):
                 return False
+        self._open.set()
         return not stopping.is_set()
 
 

@@ -252,3 +252,12 @@ async def test_sigkill_around_the_send_loses_nothing_and_submits_once(ws, fast, 
         assert e.state in ("submitted", "final") and e.submitted_at
     finally:
         await journal.close()
+
+
+def test_the_tracking_interval_doubles_up_to_its_bound_for_ever():
+    from daemon.config import EinvoicingConfig
+    from daemon.einvoice import poll_interval_s
+
+    settings = EinvoicingConfig(poll_initial_s=60.0, poll_max_s=600.0, track_days=30.0)
+    assert [poll_interval_s(settings, n) for n in range(6)] == [60, 120, 240, 480, 600, 600]
+    assert poll_interval_s(settings, 5_000) == 600.0  # a month of checks: no overflow

@@ -298,3 +298,36 @@ async def test_writes_not_waited_for_are_committed_promptly(tmp_path):
         stopping.set()
         await committer
         await journal.close()
+
+
+async def test_a_writer_cancelled_while_the_disk_is_full_loses_no_one_else_s_rows(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    journal = await Journal.open(path)
+    first, other = "1" * 64, "3" * 64
+    for sha in (first, other):
+        await journal.enqueue(LOGIN, sha, tmp_path / f"{sha[:4]}.pdf", "x.pdf", 1)
+    commit, calls = journal._db.commit, 0
+
+    async def full_once() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        await commit()
+
+    journal._db.commit = full_once  # type: ignore[method-assign]
+    try:
+        cancelled = asyncio.create_task(journal.record_imported(LOGIN, {first: "id-1"}))
+        await asyncio.sleep(0)  # its statement runs; it waits for its commit
+        waiting = asyncio.create_task(journal.record_imported(LOGIN, {other: "id-3"}))
+        await wait_for(lambda: calls >= 1, what="the full disk")
+        cancelled.cancel()  # its task group gives up while the disk is full
+        await asyncio.gather(cancelled, return_exceptions=True)
+        await asyncio.wait_for(waiting, 10)
+        # Told "committed": it must be so, for a file is moved into done/ next.
+        with sqlite3.connect(path) as conn:
+            rows = dict(conn.execute("SELECT sha256, invoice_id FROM invoices").fetchall())
+        conn.close()
+        assert rows[other] == "id-3"
+    finally:
+        await journal.close()

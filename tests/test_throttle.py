@@ -83,3 +83,28 @@ async def test_slots_say_when_one_is_free():
     assert slots.free.is_set()
     second.set()
     await tasks[1]
+
+
+async def test_a_reduced_share_never_stands_in_the_way_of_full_share_callers():
+    clock = FakeClock()
+    limiter = RateLimiter((Window(4, 10.0),), clock=clock, sleep=clock.sleep)
+    await limiter.acquire()
+    await limiter.acquire()  # 2 of 4 used: the half share is spent, uploads have 2 left
+    low = asyncio.create_task(limiter.acquire(share=0.5))
+    await asyncio.sleep(0)
+    assert not low.done()  # it waits for the window...
+    before = clock()
+    await limiter.acquire()  # ...and an upload does not wait behind it
+    assert clock() == before
+    await low
+
+
+def test_an_auth_pause_ends_by_the_clock_alone(monkeypatch):
+    from daemon import uploader
+
+    now = [100.0]
+    monkeypatch.setattr(uploader.time, "monotonic", lambda: now[0])
+    gate = uploader.AuthGate(initial_s=60.0, max_s=900.0)
+    assert gate.close(now[0]) == 60.0 and gate.paused
+    now[0] += 61.0  # nobody waited on it (no file to upload): e-invoices may go on
+    assert not gate.paused
