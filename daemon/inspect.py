@@ -90,10 +90,11 @@ def read_regular(path: Path, limit_bytes: int) -> Content:
             # no growing buffer, no copy; many files are read at once.
             data = fh.read(st.st_size + 1)
             if len(data) < st.st_size:  # a short read (some network filesystems)
-                parts = [data]
-                while len(data) < st.st_size + 1 and (chunk := fh.read(1 << 20)):
+                parts, got = [data], len(data)
+                while got <= st.st_size and (chunk := fh.read(st.st_size + 1 - got)):
                     parts.append(chunk)
-                    data = b"".join(parts)
+                    got += len(chunk)
+                data = b"".join(parts)
             after = Identity.of(os.fstat(fd))
             if after != before or len(data) != after.size:
                 raise FileChanged(str(path))

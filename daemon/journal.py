@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 import structlog
@@ -194,7 +194,7 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
         return
     # One transaction: a migration cut short (full disk, power loss) leaves the
     # journal as it was, never half-migrated.
-    await db.execute("BEGIN IMMEDIATE")
+    await _run_closed(db, "BEGIN IMMEDIATE")
     try:
         steps: list[str] = []
         if version < 1:  # a new file, or 0.1.0's unversioned journal: the same tables
@@ -204,12 +204,29 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
         if version < 3:
             steps += _statements(_MIGRATE_TO_3)
         for statement in steps:
-            await db.execute(statement)
-        await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await _run_closed(db, statement)
+        await _run_closed(db, f"PRAGMA user_version = {SCHEMA_VERSION}")
         await db.commit()
     except BaseException:
         await _quietly(db.rollback())
         raise
+
+
+async def _run_closed(db: aiosqlite.Connection, sql: str, *args: Any) -> None:
+    """Execute and close the cursor in SQLite's own thread.
+
+    A cursor left to the garbage collector is finalised in whichever thread
+    drops it; if that is the event loop's while SQLite's thread reuses the same
+    cached statement, sqlite3 fails with "bad parameter or other API misuse".
+    """
+    async with db.execute(sql, *args):
+        pass
+
+
+async def _closed(result: T) -> T:
+    if isinstance(result, aiosqlite.Cursor):
+        await result.close()  # in SQLite's thread (see _run_closed); rowcount stays
+    return result
 
 
 async def _uncancellable(work: Awaitable[T]) -> T:
@@ -370,7 +387,7 @@ class Journal:
             raise _open_error(path, exc) from None
         try:
             db.row_factory = sqlite3.Row
-            await db.execute("PRAGMA busy_timeout = 10000")
+            await _run_closed(db, "PRAGMA busy_timeout = 10000")
             async with db.execute("PRAGMA quick_check") as cur:
                 row = await cur.fetchone()
             if row is None or row[0] != "ok":
@@ -378,9 +395,9 @@ class Journal:
                     path, f"the file is damaged (quick_check: {row[0] if row else 'no answer'})",
                     _HINT_DAMAGED,
                 )
-            await db.execute("PRAGMA journal_mode = WAL")
+            await _run_closed(db, "PRAGMA journal_mode = WAL")
             # FULL: a commit is on disk before we move a file because of it.
-            await db.execute("PRAGMA synchronous = FULL")
+            await _run_closed(db, "PRAGMA synchronous = FULL")
             await _migrate(db, path)
         except BaseException as exc:
             await db.close()
@@ -444,7 +461,7 @@ class Journal:
         """One writer's statements (under the lock); a full disk is waited out."""
         while True:
             try:
-                return await statements()
+                return await _closed(await statements())
             except sqlite3.OperationalError as exc:
                 # The whole transaction may be gone: put back the others' statements.
                 await self._recover(exc)
@@ -499,7 +516,7 @@ class Journal:
                     delay_s = min(delay_s * 2, _RETRY_MAX_S)
             try:
                 for statements in self._tx:
-                    await statements()
+                    await _closed(await statements())
             except sqlite3.OperationalError as again:
                 exc = again
                 if not _full(exc):
@@ -519,7 +536,7 @@ class Journal:
         try:
             db = await aiosqlite.connect(uri, uri=True)
             db.row_factory = sqlite3.Row
-            await db.execute("PRAGMA busy_timeout = 10000")
+            await _run_closed(db, "PRAGMA busy_timeout = 10000")
         except sqlite3.Error as exc:
             raise _open_error(path, exc) from None
         return cls(db, path)
@@ -619,11 +636,11 @@ class Journal:
         send = [(org, invoice_ids[sha], sha, time.time(), now, now) for sha in einvoice]
 
         async def statements() -> None:
-            cur = await self._db.executemany(
+            cur = await _closed(await self._db.executemany(
                 "UPDATE invoices SET state = 'imported', invoice_id = ?, last_error = NULL, "
                 "updated_at = ? WHERE org = ? AND sha256 = ?",
                 [(invoice_id, now, org, sha) for sha, invoice_id in invoice_ids.items()],
-            )
+            ))
             if cur.rowcount != len(invoice_ids):
                 # Their queued rows were lost with a failed transaction: nothing may
                 # be filed as imported (the files stay, and are sent again: same ids).
@@ -631,12 +648,12 @@ class Journal:
                     f"{self.path}: {len(invoice_ids) - cur.rowcount} queued row(s) missing"
                 )
             if send:
-                await self._db.executemany(
+                await _closed(await self._db.executemany(
                     "INSERT INTO einvoices (org, invoice_id, sha256, state, next_at, created_at, "
                     "updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?) "
                     "ON CONFLICT (org, invoice_id) DO NOTHING",
                     send,
-                )
+                ))
 
         await self._write(statements)
 
@@ -779,7 +796,10 @@ class Journal:
         success: bool = False,
         error: str | None = None,
     ) -> None:
-        """What `status` shows of an organization: paused and why, last success, last error."""
+        """What `status` shows of an organization: paused and why, last success, last error.
+
+        Not waited for: it is bookkeeping for people, made durable by the next commit.
+        """
         now = _now()
         await self._write(lambda: self._db.execute(
             """
@@ -797,7 +817,7 @@ class Journal:
             """,
             (org, None if paused is None else int(paused), reason if paused else None,
              now if success else None, error, now if error else None, now),
-        ))
+        ), wait=False)
 
     async def organizations(self) -> dict[str, dict[str, object]]:
         try:
