@@ -331,3 +331,19 @@ async def test_a_writer_cancelled_while_the_disk_is_full_loses_no_one_else_s_row
         assert rows[other] == "id-3"
     finally:
         await journal.close()
+
+
+async def test_every_write_s_cursor_is_closed_in_sqlite_s_own_thread(tmp_path):
+    """A cursor left to the garbage collector is finalised by the event loop's thread,
+    which under load races SQLite's thread on a shared cached statement ("bad
+    parameter or other API misuse"): the journal closes each one where it ran."""
+    journal = await Journal.open(tmp_path / "state.sqlite3")
+    try:
+        await journal.enqueue(LOGIN, "ab" * 32, tmp_path / "a.pdf", "a.pdf", 1)
+        cur = await journal._write(lambda: journal._db.execute(
+            "UPDATE invoices SET size = 2 WHERE sha256 = ?", ("ab" * 32,)))
+        assert cur.rowcount == 1
+        with pytest.raises(sqlite3.ProgrammingError, match="closed cursor"):
+            await cur.fetchone()
+    finally:
+        await journal.close()
