@@ -180,6 +180,15 @@ class Server:
     def imported(self) -> set[str]:
         return {n for _, status, names in self.log if status == 200 for n in names}
 
+    def wait_imported(self, files: Sequence[Path], timeout_s: float) -> None:
+        want = {f.name for f in files}
+
+        def all_sent() -> bool:
+            self.poll()
+            return want <= self.imported()
+
+        wait_until(all_sent, timeout_s=timeout_s, every_s=0.25)
+
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait()
@@ -300,6 +309,10 @@ def running(work: Path, latency_s: float, folders: Sequence[Path],
         server.close()
 
 
+def _sections(args: argparse.Namespace) -> dict[str, Any]:
+    return {"watch": {"settle_seconds": args.settle}, "upload": {"concurrency": args.concurrency}}
+
+
 def fresh(work: Path, name: str, inboxes: int) -> tuple[Path, list[Path]]:
     here = work / name
     shutil.rmtree(here, ignore_errors=True)
@@ -339,19 +352,10 @@ def drain(work: Path, files: Sequence[Path], args: argparse.Namespace, name: str
           *, keep: bool = False) -> tuple[Drain, Path]:
     here, folders = fresh(work, name, 2)
     place(files, folders)
-    sections = {
-        "watch": {"settle_seconds": args.settle},
-        "upload": {"concurrency": args.concurrency},
-    }
+    sections = _sections(args)
     with running(here, args.latency_ms / 1000, folders, **sections) as (server, daemon):
         t0 = daemon.start()
-        want = {f.name for f in files}
-
-        def all_sent() -> bool:
-            server.poll()
-            return want <= server.imported()
-
-        wait_until(all_sent, timeout_s=max(600.0, len(files) / 10), every_s=0.25)
+        server.wait_imported(files, timeout_s=max(600.0, len(files) / 10))
         end = wait_until(lambda: in_done(folders) >= len(files), timeout_s=600.0)
         ok = [(t, names) for t, status, names in server.log if status == 200]
         result = Drain(
@@ -366,10 +370,7 @@ def restart_first_request(here: Path, files: Sequence[Path], args: argparse.Name
     """Start again over the journal of a finished drain, with a new backlog."""
     folders = sorted(p for p in here.iterdir() if p.name.startswith("inbox-"))
     place(files, folders)
-    sections = {
-        "watch": {"settle_seconds": args.settle},
-        "upload": {"concurrency": args.concurrency},
-    }
+    sections = _sections(args)
     with running(here, args.latency_ms / 1000, folders, **sections) as (server, daemon):
         t0 = daemon.start()
         wait_until(lambda: bool(server.poll()) or bool(server.log), timeout_s=120, every_s=0.02)
@@ -409,10 +410,7 @@ def pickup(work: Path, files: Sequence[Path], args: argparse.Namespace) -> list[
     stage.mkdir()
     for f in files:
         shutil.copyfile(f, stage / f.name)
-    sections = {
-        "watch": {"settle_seconds": args.settle},
-        "upload": {"concurrency": args.concurrency},
-    }
+    sections = _sections(args)
     rng = random.Random(9)
     renamed: dict[str, float] = {}
     with running(here, args.latency_ms / 1000, folders, **sections) as (server, daemon):
@@ -423,12 +421,7 @@ def pickup(work: Path, files: Sequence[Path], args: argparse.Namespace) -> list[
             time.sleep(rng.uniform(0.2, 0.8))
             renamed[f.name] = time.time()
             os.rename(stage / f.name, folders[0] / f.name)
-
-        def all_sent() -> bool:
-            server.poll()
-            return set(renamed) <= server.imported()
-
-        wait_until(all_sent, timeout_s=120, every_s=0.2)
+        server.wait_imported(files, timeout_s=120)
         first_seen: dict[str, float] = {}
         for t, _, names in server.log:
             for n in names:
@@ -440,22 +433,13 @@ def big_batches(work: Path, args: argparse.Namespace) -> tuple[float, float, flo
     """Peak RSS above the idle daemon's while sending batches of five 4.9 MB files."""
     here, folders = fresh(work, "big", 1)
     files = big_pdfs(work / "cache" / "big", args.big_files, 4_900_000)
-    sections = {
-        "watch": {"settle_seconds": args.settle},
-        "upload": {"concurrency": args.concurrency},
-    }
+    sections = _sections(args)
     with running(here, args.latency_ms / 1000, folders, **sections) as (server, daemon):
         daemon.start()
         daemon.wait_ready()
         idle_mb = daemon.rss_mb()
         place(files, folders)
-        want = {f.name for f in files}
-
-        def all_sent() -> bool:
-            server.poll()
-            return want <= server.imported()
-
-        wait_until(all_sent, timeout_s=600, every_s=0.25)
+        server.wait_imported(files, timeout_s=600)
         wait_until(lambda: in_done(folders) >= len(files), timeout_s=120)
         peak_mb = daemon.peak_rss_mb()
     # The requests in flight, and the one read and waiting for the next free slot.
@@ -497,17 +481,10 @@ def request_rate(work: Path, files: Sequence[Path], args: argparse.Namespace) ->
     """A 1 ms server: the most requests in any 10 s window, and in all."""
     here, folders = fresh(work, "rate", 2)
     place(files, folders)
-    sections = {"watch": {"settle_seconds": args.settle},
-                "upload": {"concurrency": args.concurrency}}
+    sections = _sections(args)
     with running(here, 0.001, folders, **sections) as (server, daemon):
         daemon.start()
-        want = {f.name for f in files}
-
-        def all_sent() -> bool:
-            server.poll()
-            return want <= server.imported()
-
-        wait_until(all_sent, timeout_s=900, every_s=0.25)
+        server.wait_imported(files, timeout_s=900)
         times = sorted(t for t, _, _ in server.log)
     most, start = 0, 0
     for end, t in enumerate(times):

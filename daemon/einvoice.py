@@ -131,8 +131,7 @@ class Einvoicing:
             await self._later(e, exc, bound, "einvoice_send_retry")
             return
         except AuthProblem as exc:
-            await self._journal.note_org(e.org, paused=True, reason=exc.hint, error=str(exc))
-            org.pause(exc)
+            await self._pause(e, org, exc)
             return
         except Rejected as exc:
             await self._journal.update_einvoice(
@@ -156,8 +155,7 @@ class Einvoicing:
             await self._later(e, exc, bound, "einvoice_check_retry")
             return
         except AuthProblem as exc:
-            await self._journal.note_org(e.org, paused=True, reason=exc.hint, error=str(exc))
-            org.pause(exc)
+            await self._pause(e, org, exc)
             return
         except Rejected as exc:
             if exc.status != 404:  # not a refusal to act on: look again later
@@ -199,6 +197,11 @@ class Einvoicing:
         if expired and not ended:
             bound.info("einvoice_tracking_ended", track_days=self._settings.track_days,
                        einvoicing_status=status, codes=sorted(seen))
+
+    async def _pause(self, e: Einvoice, org: Pausable, exc: AuthProblem) -> None:
+        """401/403: the organization pauses, e-invoices and uploads alike."""
+        await self._journal.note_org(e.org, paused=True, reason=exc.hint, error=str(exc))
+        org.pause(exc)
 
     async def _later(self, e: Einvoice, exc: Transient, bound: Any, event: str) -> None:
         delay_s = next_delay(

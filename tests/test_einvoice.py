@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -193,65 +190,6 @@ async def test_status_counts_e_invoices(ws, fast, start, _logs, capsys):
     assert org["einvoices"] == {"waiting": 0, "submitted": 0, "delivered": 1, "refused": 1}
     assert await command("status", "--config", str(toml)) == 0
     assert "1 delivered, 1 refused or rejected" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("held", ["send", "first check"])
-async def test_sigkill_around_the_send_loses_nothing_and_submits_once(ws, fast, held):
-    emulator, url = fast
-    gate = asyncio.Event()
-    toml = ws.root / "config.toml"
-    toml.write_text(to_toml(sending(ws, url)), encoding="utf-8")
-    ws.invoice("a.pdf", "A-1")
-
-    async def run() -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "daemon", "run", "--config", str(toml),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            env={**os.environ, **ENV},
-        )
-
-    if held == "send":  # killed after the import is recorded, before Qonto takes the send
-        emulator.einvoice_faults.held = gate
-        wanted = 1
-    else:  # killed after the send was accepted, before the first tracking answer
-        wanted = 2
-
-    proc = await run()
-    try:
-        if held == "first check":
-            await wait_for(lambda: emulator.sent, what="the send", timeout_s=60)
-            emulator.einvoice_faults.held = gate
-        await wait_for(lambda: emulator.einvoice_requests >= wanted, what="the held request",
-                       timeout_s=60)
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert "a.pdf" in names(ws.done)
-    gate.set()
-    await asyncio.sleep(0)
-    emulator.einvoice_faults.held = None
-    proc = await run()
-    try:
-        (invoice_id,) = emulator.invoices_of(LOGIN).values()
-        await wait_for(lambda: len(emulator.codes_now(invoice_id)) == 3
-                       and emulator.einvoice_requests > wanted + 1, what="tracking again",
-                       timeout_s=60)
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert list(emulator.sent) == [invoice_id]  # one submission, whatever happened
-    journal = await Journal.open(ws.db)
-    try:
-        (e,) = await journal.einvoices_of(LOGIN, sha256_of(ws.done / "a.pdf"))
-        assert e.state in ("submitted", "final") and e.submitted_at
-    finally:
-        await journal.close()
 
 
 def test_the_tracking_interval_doubles_up_to_its_bound_for_ever():

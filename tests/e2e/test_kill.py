@@ -1,4 +1,5 @@
-"""A real SIGKILL in the middle of a copy into another filesystem leaves no debris."""
+"""A real SIGKILL at the worst moments: mid-copy into another filesystem (no debris),
+around an e-invoice send (nothing lost, nothing submitted twice)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import os
 import signal
 import sys
 
-from conftest import ENV, Workspace, to_toml, wait_for
+import pytest
+from conftest import ENV, LOGIN, Workspace, sha256_of, to_toml, wait_for
+from test_einvoice import sending
+
+from daemon.journal import Journal
+from e2e.test_signals import daemon, finish
 
 
 async def test_sigkill_during_a_copy_across_filesystems(ws: Workspace, qonto, tmpfs):
@@ -54,3 +60,52 @@ async def test_sigkill_during_a_copy_across_filesystems(ws: Workspace, qonto, tm
     assert not big.exists() and (failed / "scan-huge.pdf").stat().st_size == 400 * 1024 * 1024
     report = json.loads((failed / "scan-huge.pdf.error.json").read_text())
     assert report["reason"] == "too_large"
+
+
+@pytest.mark.parametrize("held", ["send", "first check"])
+async def test_sigkill_around_an_e_invoice_send_loses_nothing_and_submits_once(
+    ws: Workspace, qonto, held
+):
+    emulator, url = qonto
+    emulator.lifecycle_step_s = 0.2
+    gate = asyncio.Event()
+    toml = ws.root / "config.toml"
+    toml.write_text(to_toml(sending(ws, url)), encoding="utf-8")
+    log = ws.root / "daemon.log"
+    ws.invoice("a.pdf", "A-1")
+    if held == "send":  # killed after the import is recorded, before Qonto takes the send
+        emulator.einvoice_faults.held = gate
+        wanted = 1
+    else:  # killed after the send was accepted, before the first tracking answer
+        wanted = 2
+    proc = await daemon(toml, log)
+    try:
+        if held == "first check":
+            await wait_for(lambda: emulator.sent, what="the send", timeout_s=60)
+            emulator.einvoice_faults.held = gate
+        await wait_for(lambda: emulator.einvoice_requests >= wanted, what="the held request",
+                       timeout_s=60)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        await finish(proc)
+    assert "a.pdf" in os.listdir(ws.done)
+    gate.set()
+    await asyncio.sleep(0)
+    emulator.einvoice_faults.held = None
+    proc = await daemon(toml, log)
+    try:
+        (invoice_id,) = emulator.invoices_of(LOGIN).values()
+        await wait_for(lambda: len(emulator.codes_now(invoice_id)) == 3
+                       and emulator.einvoice_requests > wanted + 1, what="tracking again",
+                       timeout_s=60)
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        code = await finish(proc)
+    assert code == 0
+    assert list(emulator.sent) == [invoice_id]  # one submission, whatever happened
+    journal = await Journal.open(ws.db)
+    try:
+        (e,) = await journal.einvoices_of(LOGIN, sha256_of(ws.done / "a.pdf"))
+        assert e.state in ("submitted", "final") and e.submitted_at
+    finally:
+        await journal.close()
