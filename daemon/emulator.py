@@ -58,7 +58,9 @@ class Faults:
     # A proxy or server that echoes the request headers (the API key among them)
     # in its error answers and in an HTML page for 5xx.
     echo_headers: bool = False
-    latency_s: float = 0.0  # every answer of the API waits this long (a distant server)
+    # A distant server: a bulk request is answered this long after it arrives, the
+    # emulator's own work included (so the figure is the server's, whatever its CPU).
+    latency_s: float = 0.0
     held: asyncio.Event | None = None  # requests are answered once this is set
 
 
@@ -295,16 +297,18 @@ class Emulator:
     async def _bulk(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         arrived = time.time()
+        loop = asyncio.get_running_loop()
+        answer_at = loop.time() + self.faults.latency_s
         names: list[str] = []
         response = await self._answer(request, names)
+        if (wait_s := answer_at - loop.time()) > 0:
+            await asyncio.sleep(wait_s)
         self.statuses[response.status] = self.statuses.get(response.status, 0) + 1
         self.log.append((arrived, response.status, names))
         return response
 
     async def _answer(self, request: web.Request, names: list[str]) -> web.StreamResponse:
         faults = self.faults
-        if faults.latency_s:
-            await asyncio.sleep(faults.latency_s)
         if faults.held is not None:
             await faults.held.wait()
         if self.staging_token is not None and (
@@ -512,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--login", action="append", required=True)
     parser.add_argument("--secret", action="append", required=True)
     parser.add_argument("--latency-ms", type=float, default=0.0,
-                        help="every answer waits this long (default 0)")
+                        help="a bulk request is answered this long after it arrives (default 0)")
     args = parser.parse_args(argv)
     if len(args.login) != len(args.secret):
         parser.error("give one --secret per --login")

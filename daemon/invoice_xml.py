@@ -78,7 +78,9 @@ def read_invoice(data: bytes, check_xsd: bool = True) -> Invoice:
     reader = PdfReader(io.BytesIO(data))
     candidates: list[tuple[int, str, bytes]] = []
     for attachment in reader.attachment_list:
-        name = attachment.name or ""
+        # A plain str: pypdf's own string type would make the daemon import pypdf
+        # (tens of ms, megabytes) to unpickle the answer.
+        name = str(attachment.name or "")
         if not name.lower().endswith(".xml"):
             continue
         content = attachment.content

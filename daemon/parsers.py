@@ -127,7 +127,10 @@ class _Worker:
             initializer=_start_worker,
             initargs=(self._memory_bytes, os.getpid()),
         )
-        self._pid = await asyncio.wrap_future(self._pool.submit(_warm_up))
+        # Starting a process (the first time, the forkserver too) blocks for tens of
+        # milliseconds: not on the event loop, which has a backlog to list meanwhile.
+        started = await asyncio.to_thread(self._pool.submit, _warm_up)
+        self._pid = await asyncio.wrap_future(started)
         log.debug("parser_started", pid=self._pid)
 
     async def parse(self, data: bytes, check_xsd: bool) -> Invoice:

@@ -51,6 +51,9 @@ _STATUS_EVERY_S = 5.0
 # Intake workers beyond the parsers: files that need no parse (images, plain
 # reading and hashing) go on while every parser is busy.
 _READERS = 2
+# How long the first listing waits for the watcher to be in place (a missing inbox
+# or a slow polling start must not hold it up).
+_WATCHER_START_S = 1.0
 
 
 class Service:
@@ -70,6 +73,8 @@ class Service:
         self._folders = {f.inbox: f for f in config.folders}
         self._uploaders: dict[str, OrgUploader] = {}
         self._scanned_once = asyncio.Event()
+        self._watching = asyncio.Event()
+        self._listed_at: float | None = None  # when the latest full listing began
         self._notify = Notifier()
         self._started_at = time.monotonic()
         self._main: asyncio.Task[Any] | None = None
@@ -408,7 +413,12 @@ class Service:
     # -- discovery -----------------------------------------------------------------
 
     async def _rescan_loop(self) -> None:
+        if not self.once:
+            # Listing once the watcher is in place spares the second listing its
+            # start would ask for (20,000 files take a second).
+            await wait_first(self._stopping, self._watching, timeout_s=_WATCHER_START_S)
         while not self._stopping.is_set():
+            self._listed_at = time.monotonic()
             for folder in self.config.folders:
                 await self._scan(folder)
             if not self._scanned_once.is_set():
@@ -453,8 +463,9 @@ class Service:
         async for hints in watcher.watch(
             [f.inbox for f in self.config.folders], self._stopping,
             force_polling=cfg.force_polling, poll_delay_ms=cfg.poll_delay_ms,
+            watching=self._watching,
         ):
-            if hints.rescan:
+            if hints.rescan and not self._listed_since(hints.watching_since):
                 self._rescan_now.set()
             if not hints.paths:
                 continue
@@ -465,6 +476,10 @@ class Service:
                     continue
                 self._settler.touched(path, now)
                 self._intake.consider(seen, now)
+
+    def _listed_since(self, moment: float | None) -> bool:
+        """A full listing began after `moment`: it found every file there was then."""
+        return moment is not None and self._listed_at is not None and self._listed_at >= moment
 
     async def _settle_loop(self) -> None:
         while not self._stopping.is_set():

@@ -10,6 +10,7 @@ import asyncio
 import fnmatch
 import os
 import stat
+import time
 from collections.abc import AsyncIterator, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,11 +127,14 @@ class Hints:
     """What the watcher saw: paths to look at, and whether a full rescan is due.
 
     `rescan` is set whenever the watcher may have missed something: it was
-    (re)started, an inbox appeared or was replaced, or it failed.
+    (re)started, an inbox appeared or was replaced, or it failed. After a
+    (re)start, `watching_since` says when its watches were in place: a full
+    listing begun after that has missed nothing, and need not be repeated.
     """
 
     paths: frozenset[Path]
     rescan: bool = False
+    watching_since: float | None = None
 
 
 _TICK_MS = 1000  # how often inboxes are checked for being deleted, recreated or remounted
@@ -163,8 +167,11 @@ async def watch(
     *,
     force_polling: bool,
     poll_delay_ms: int,
+    watching: asyncio.Event | None = None,
 ) -> AsyncIterator[Hints]:
     """Yield hints about the inboxes until `stop_event` is set; never gives up.
+
+    `watching` is set once the first watches are in place.
 
     An inbox deleted and recreated, remounted, or created after start is
     watched again within a second (inotify watches the directory it was given,
@@ -179,6 +186,10 @@ async def watch(
             continue
         restart = asyncio.Event()
         rescan = True  # after (re)starting: reported with the first tick, once watching
+        since: list[float] = []
+        # awatch sets up its watches before it first waits; a callback queued now
+        # runs at that first wait, when every later change is seen.
+        asyncio.get_running_loop().call_soon(_established, since, watching)
         try:
             async for changes in watchfiles.awatch(
                 *where,
@@ -199,7 +210,7 @@ async def watch(
                     restart.set()  # an inbox itself was deleted, recreated or remounted
                 hints = frozenset(p for p in paths if p.parent in wanted and is_candidate(p.name))
                 if hints or rescan:
-                    yield Hints(hints, rescan)
+                    yield Hints(hints, rescan, since[0] if rescan and since else None)
                 rescan = False
         except Exception as exc:
             if _undecodable(exc):
@@ -216,6 +227,12 @@ async def watch(
         if not stop_event.is_set() and not restart.is_set():
             log.warning("watcher_error", error="the file watcher stopped by itself",
                         hint="a full rescan runs now; the watcher starts again")
+
+
+def _established(since: list[float], watching: asyncio.Event | None) -> None:
+    since.append(time.monotonic())
+    if watching is not None:
+        watching.set()
 
 
 class _Either:

@@ -25,6 +25,15 @@ def test_a_facturx_invoice_made_here(tmp_path):
     assert found.seller_key == "fr11123456782"  # the VAT id names the seller
 
 
+def test_what_is_found_is_plain_python_the_daemon_unpickles_without_the_parsers(tmp_path):
+    # Read in a parser process, unpickled in the daemon: a pypdf or lxml string type
+    # would load those libraries into the daemon (and hold up its first request).
+    found = read_invoice(facturx_pdf(tmp_path / "f.pdf", "F-1", 100).read_bytes())
+    for name, value in vars(found).items():
+        assert type(value) in (str, tuple, type(None)), name
+    assert all(type(e) is str for e in found.xsd_errors)
+
+
 def test_a_plain_pdf_has_no_invoice_xml():
     found = read_invoice(plain_pdf(["just a letter"]))
     assert found.flavor is None and found.label is None

@@ -61,3 +61,31 @@ async def test_a_name_that_is_not_utf8_is_picked_up(ws, qonto, start, _logs):
     await wait_for(lambda: "after.pdf" in names(ws.done), timeout_s=15, what="after.pdf")
     assert not events(_logs, "watcher_error")
     assert await running.stop() == 0
+
+
+async def test_once_watching_is_set_a_new_file_is_reported(tmp_path):
+    # What lets the first listing at start-up wait for the watcher and skip the
+    # second listing its first tick would ask for.
+    from daemon import watcher
+
+    stop, watching = asyncio.Event(), asyncio.Event()
+    hints: list[watcher.Hints] = []
+
+    async def follow() -> None:
+        async for h in watcher.watch(
+            [tmp_path], stop, force_polling=False, poll_delay_ms=1000, watching=watching
+        ):
+            hints.append(h)
+
+    task = asyncio.create_task(follow())
+    try:
+        await asyncio.wait_for(watching.wait(), timeout=10)
+        (tmp_path / "new.pdf").write_bytes(b"%PDF-1.7\n")
+        await wait_for(
+            lambda: any(tmp_path / "new.pdf" in h.paths for h in hints), what="new.pdf reported"
+        )
+        started = [h for h in hints if h.rescan]
+        assert started and started[0].watching_since is not None
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
