@@ -10,7 +10,6 @@ the same invoice number twice) are taken one at a time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import defaultdict, deque
 from pathlib import Path
@@ -26,7 +25,7 @@ from .filing import Filing
 from .identity import Identity
 from .invoice_xml import Invoice
 from .journal import DONE, FAILED, IMPORTED, QUEUED, SENDING, Journal, Record
-from .parsers import ParseFailed, ParserPool, ParserUnavailable
+from .parsers import ParserPool, ParserUnavailable
 from .policy import duplicate_number, facturx_verdict
 from .settle import Settler, Unfinished
 from .uploader import CHANGED, LEFT, OrgUploader, Pending
@@ -271,17 +270,12 @@ class Intake:
         ):
             return None, None
         log.debug("file_parsing", path=path, sha256=found.sha256)
-        parse = asyncio.ensure_future(self._parsers.parse(content.data))
-        await wait_first(parse, self._stopping)
-        if not parse.done():  # stopping: the parse is killed, never waited for
-            parse.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ParseFailed, ParserUnavailable):
-                await parse
+        found_xml = await self._parsers.read(content.data, self._stopping)
+        if found_xml is None:
             raise _Stopped
-        try:
-            return parse.result(), None
-        except ParseFailed as exc:
-            return None, str(exc)
+        if isinstance(found_xml, str):
+            return None, found_xml
+        return found_xml, None
 
     async def _decide_and_file(
         self,

@@ -20,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import structlog
 
+from .aio import wait_first
 from .invoice_xml import Invoice, read_invoice
 
 log = structlog.get_logger()
@@ -200,6 +201,31 @@ class ParserPool:
         # Raised here, not in the handler: an exception raised there would keep this
         # frame (and the PDF's bytes) in a reference cycle until the next full GC.
         raise ParseFailed(problem) from None
+
+    async def read(self, data: bytes, stopping: asyncio.Event) -> Invoice | str | None:
+        """The invoice XML of a PDF, why it cannot be read (a str), or None when the
+        daemon stops first (the parse is then killed, never waited for).
+
+        Raises ParserUnavailable. A failure is returned, not raised: raised, it would
+        tie this frame, and the PDF's bytes, to the parse's task in a reference cycle
+        that only a full garbage collection breaks (a backlog of unreadable scans
+        would pile up in memory meanwhile).
+        """
+        parse = asyncio.ensure_future(self.parse(data))
+        await wait_first(parse, stopping)
+        if not parse.done():
+            parse.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ParseFailed, ParserUnavailable):
+                await parse
+            return None
+        failed = parse.exception()
+        if failed is None:
+            return parse.result()
+        if isinstance(failed, ParseFailed):
+            return str(failed)
+        if isinstance(failed, ParserUnavailable):
+            raise ParserUnavailable(str(failed)) from None
+        raise failed
 
     async def warm(self) -> None:
         """Start every worker at once (at start-up), not when the first PDF waits for one."""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from daemon.parsers import ParseFailed, ParserPool
 from daemon.samples import facturx_pdf, slow_pdf
@@ -51,7 +54,6 @@ async def test_a_pdf_that_wants_too_much_memory_is_stopped(tmp_path):
 
 async def test_a_cancelled_parse_kills_its_worker(pool):
     task = asyncio.ensure_future(pool.parse(slow_pdf(60_000_000)))
-    from conftest import wait_for
 
     await wait_for(lambda: any(w._pid for w in pool._workers), what="the worker to start")
     pid = next(w._pid for w in pool._workers if w._pid)
@@ -64,3 +66,29 @@ async def test_a_cancelled_parse_kills_its_worker(pool):
 async def test_what_pypdf_cannot_read_is_a_parse_failure(pool):
     with pytest.raises(ParseFailed, match="cannot be read"):
         await pool.parse(b"%PDF-1.7\nnot really a pdf\n%%EOF\n")
+
+
+@pytest.mark.parametrize("readable", [True, False])
+async def test_a_pdf_read_leaves_no_reference_to_its_bytes(pool, tmp_path, readable):
+    # With the garbage collector off, only reference counts free memory: a reference
+    # cycle (a frame, its task and an exception) would keep every unreadable scan of
+    # a backlog in memory until a full collection.
+    if readable:
+        data = facturx_pdf(tmp_path / "a.pdf", "A-1").read_bytes()
+    else:
+        data = b"%PDF-1.7\n" + os.urandom(100_000) + b"\n%%EOF\n"
+    before = sys.getrefcount(data)
+    gc.disable()
+    try:
+        found = await pool.read(data, asyncio.Event())
+        assert isinstance(found, str) != readable
+        # The process pool's own thread lets go of the call a moment after answering.
+        await wait_for(lambda: sys.getrefcount(data) == before, what="the bytes let go")
+    finally:
+        gc.enable()
+
+
+async def test_a_read_stops_when_the_daemon_stops(pool):
+    stopping = asyncio.Event()
+    stopping.set()
+    assert await pool.read(b"%PDF-1.7\n%%EOF\n", stopping) is None
