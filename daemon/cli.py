@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from . import __version__, config, inspect, logs, online
+from . import __version__, config, inspect, logs, malloc, online
 from . import status as status_mod
 from .errors import AlreadyRunning, ConfigError, JournalError, UnsafeFile
 from .journal import Journal
@@ -146,6 +146,7 @@ def _serve(service: Service) -> int:
     Everything the daemon records is committed or atomic by then, so the
     process may end as it would after SIGKILL, only cleaner.
     """
+    malloc.return_large_buffers()
     runner = asyncio.Runner()
     try:
         code = runner.run(service.run())

@@ -122,7 +122,7 @@ class _Worker:
         if self._pool is not None:
             return
         # forkserver: never fork the daemon itself (threads, sockets, SQLite).
-        self._pool = ProcessPoolExecutor(
+        pool = self._pool = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=_start_worker,
@@ -130,9 +130,15 @@ class _Worker:
         )
         # Starting a process (the first time, the forkserver too) blocks for tens of
         # milliseconds: not on the event loop, which has a backlog to list meanwhile.
-        started = await asyncio.to_thread(self._pool.submit, _warm_up)
-        self._pid = await asyncio.wrap_future(started)
-        log.debug("parser_started", pid=self._pid)
+        try:
+            started = await asyncio.to_thread(pool.submit, _warm_up)
+        except RuntimeError:  # shut down by kill() meanwhile
+            raise BrokenProcessPool("the parser was stopped while it started") from None
+        pid = await asyncio.wrap_future(started)
+        if self._pool is not pool:  # killed meanwhile: that process is not ours any more
+            raise BrokenProcessPool("the parser was stopped while it started")
+        self._pid = pid
+        log.debug("parser_started", pid=pid)
 
     async def parse(self, data: bytes, check_xsd: bool) -> Invoice:
         assert self._pool is not None, "start() first"

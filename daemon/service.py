@@ -418,22 +418,25 @@ class Service:
             # start would ask for (20,000 files take a second).
             await wait_first(self._stopping, self._watching, timeout_s=_WATCHER_START_S)
         while not self._stopping.is_set():
+            # Cleared before listing: a request made during the listing gets its own.
+            self._rescan_now.clear()
             self._listed_at = time.monotonic()
-            for folder in self.config.folders:
-                await self._scan(folder)
+            listed = [await self._scan(folder) for folder in self.config.folders]
+            if not all(listed):
+                self._listed_at = None  # an inbox was missed: it proves nothing
             if not self._scanned_once.is_set():
                 self._scanned_once.set()
                 # The journal is open, start-up is reconciled, every inbox was listed
                 # and the watcher is starting: from here on files are taken.
                 self._notify.ready(self._status_line())
-            self._rescan_now.clear()
             if self.once:
                 return
             await wait_first(
                 self._stopping, self._rescan_now, timeout_s=self.config.watch.rescan_interval_s
             )
 
-    async def _scan(self, folder: Folder) -> None:
+    async def _scan(self, folder: Folder) -> bool:
+        """List one inbox; False when it could not be listed to the end."""
         parts = watcher.scan_parts(folder.inbox)
         try:
             while (found := await asyncio.to_thread(next, parts, None)) is not None:
@@ -454,9 +457,11 @@ class Service:
                     "folder_unavailable", path=folder.inbox, error=exc.strerror or str(exc),
                     hint="files there wait until the folder is back (is the share mounted?)",
                 )
+            return False
         finally:
             with contextlib.suppress(ValueError):  # still in its thread if we were cancelled
                 parts.close()
+        return True
 
     async def _watch_loop(self) -> None:
         cfg = self.config.watch
