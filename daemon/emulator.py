@@ -34,7 +34,6 @@ LIST_PATH = "/v2/client_invoices"
 TOKEN_PATH = "/oauth2/token"
 STATE_PATH = "/_emulator/invoices"
 REQUESTS_PATH = "/_emulator/requests"
-_RECEIVED = "qonto_emulator_received_at"  # per-request storage: when the body was read
 SEND_PATH = "/v2/client_invoices/{id}/send_by_einvoice"
 INVOICE_PATH = "/v2/client_invoices/{id}"
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Log in</body></html>"
@@ -59,8 +58,9 @@ class Faults:
     # A proxy or server that echoes the request headers (the API key among them)
     # in its error answers and in an HTML page for 5xx.
     echo_headers: bool = False
-    # A distant server: a bulk request is answered this long after it was received
-    # in full, the emulator's own work included (its CPU is not the client's time).
+    # A distant server: a bulk request is answered this long after it arrives, the
+    # emulator's own work included (its CPU is not the client's time). The upload of
+    # a large body also falls inside it: timings of large files would flatter.
     latency_s: float = 0.0
     held: asyncio.Event | None = None  # requests are answered once this is set
 
@@ -299,10 +299,10 @@ class Emulator:
         self.requests += 1
         arrived = time.time()
         loop = asyncio.get_running_loop()
-        request[_RECEIVED] = loop.time()  # until the body is read (an error answers first)
+        answer_at = loop.time() + self.faults.latency_s
         names: list[str] = []
         response = await self._answer(request, names)
-        if (wait_s := request[_RECEIVED] + self.faults.latency_s - loop.time()) > 0:
+        if (wait_s := answer_at - loop.time()) > 0:
             await asyncio.sleep(wait_s)
         self.statuses[response.status] = self.statuses.get(response.status, 0) + 1
         self.log.append((arrived, response.status, names))
@@ -417,8 +417,6 @@ class Emulator:
                 raise refuse(413, "request_too_large", "The request exceeds 15 MB.")
             files.append((part.filename or "", bytes(data)))
             names.append(part.filename or "")
-        # The upload is the client's time; the latency counts from here.
-        request[_RECEIVED] = asyncio.get_running_loop().time()
         if not files:
             raise refuse(422, "missing_field", "client_invoices is required.")
         if len(files) > self.max_files:
@@ -519,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--login", action="append", required=True)
     parser.add_argument("--secret", action="append", required=True)
     parser.add_argument("--latency-ms", type=float, default=0.0,
-                        help="answer a bulk request this long after receiving it (default 0)")
+                        help="answer a bulk request this long after it arrives (default 0)")
     args = parser.parse_args(argv)
     if len(args.login) != len(args.secret):
         parser.error("give one --secret per --login")
