@@ -115,6 +115,10 @@ class Emulator:
         # OAuth: client_id -> (secret, login); live refresh tokens -> (client_id, login).
         self.oauth_clients: dict[str, tuple[str, str]] = {}
         self.refresh_tokens: dict[str, tuple[str, str]] = {}
+        # A rotated refresh token still works this long (Qonto: 60 s), so that a
+        # client killed before it stored the new one is not locked out.
+        self.refresh_grace_s = 60.0
+        self._rotated: dict[str, tuple[tuple[str, str], float]] = {}
         self.access_lifetime_s = 3600.0
         self._access_expiry: dict[str, float] = {}
         self.refreshes = 0
@@ -168,7 +172,13 @@ class Emulator:
             return web.json_response({"error": "invalid_client"}, status=401)
         if form.get("grant_type") != "refresh_token":
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
-        owner = self.refresh_tokens.pop(str(form.get("refresh_token", "")), None)
+        used = str(form.get("refresh_token", ""))
+        now = asyncio.get_running_loop().time()
+        owner = self.refresh_tokens.pop(used, None)
+        if owner is not None:
+            self._rotated[used] = (owner, now + self.refresh_grace_s)
+        elif used in self._rotated and self._rotated[used][1] > now:
+            owner = self._rotated[used][0]
         if owner is None or owner[0] != form.get("client_id"):
             return web.json_response({"error": "invalid_grant"}, status=400)
         self.refreshes += 1

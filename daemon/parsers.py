@@ -109,6 +109,19 @@ def _warm_up() -> int:
     return os.getpid()
 
 
+def _running(pid: int | None) -> bool:
+    """The process exists and is not a zombie (its parent, the forkserver, reaps it)."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        return True  # no /proc to ask: the pool finds out when it is used
+
+
 class _Worker:
     """One worker process, started on first use and replaced after a kill."""
 
@@ -132,9 +145,13 @@ class _Worker:
         # milliseconds: not on the event loop, which has a backlog to list meanwhile.
         try:
             started = await asyncio.to_thread(pool.submit, _warm_up)
-        except RuntimeError:  # shut down by kill() meanwhile
-            raise BrokenProcessPool("the parser was stopped while it started") from None
-        pid = await asyncio.wrap_future(started)
+            pid = await asyncio.wrap_future(started)
+        except BrokenProcessPool:
+            raise
+        except Exception as exc:
+            # Shut down by kill() meanwhile (RuntimeError), or the forkserver could not
+            # fork (EOFError: a process limit, no memory): no file's fault.
+            raise BrokenProcessPool(f"{type(exc).__name__}: {exc}") from None
         if self._pool is not pool:  # killed meanwhile: that process is not ours any more
             raise BrokenProcessPool("the parser was stopped while it started")
         self._pid = pid
@@ -142,6 +159,13 @@ class _Worker:
 
     async def parse(self, data: bytes, check_xsd: bool) -> Invoice:
         assert self._pool is not None, "start() first"
+        if not _running(self._pid):
+            # It stopped while idle (the OOM killer, an administrator): the file it
+            # would have been handed is not to blame; a fresh process reads it.
+            log.warning("parser_restarted", pid=self._pid, reason="the process had stopped")
+            self.kill()
+            await self.start()
+            assert self._pool is not None
         invoice, records = await asyncio.wrap_future(self._pool.submit(_parse, data, check_xsd))
         for level, logger, message in records:  # what pypdf said, as our own log lines
             emit = log.warning if level >= logging.ERROR else log.debug

@@ -54,6 +54,7 @@ _READERS = 2
 # How long the first listing waits for the watcher to be in place (a missing inbox
 # or a slow polling start must not hold it up).
 _WATCHER_START_S = 1.0
+_RESCAN_GAP_S = 1.0
 
 
 class Service:
@@ -420,10 +421,11 @@ class Service:
         while not self._stopping.is_set():
             # Cleared before listing: a request made during the listing gets its own.
             self._rescan_now.clear()
-            self._listed_at = time.monotonic()
+            began = self._listed_at = time.monotonic()
             listed = [await self._scan(folder) for folder in self.config.folders]
             if not all(listed):
                 self._listed_at = None  # an inbox was missed: it proves nothing
+            ended = time.monotonic()
             if not self._scanned_once.is_set():
                 self._scanned_once.set()
                 # The journal is open, start-up is reconciled, every inbox was listed
@@ -434,6 +436,11 @@ class Service:
             await wait_first(
                 self._stopping, self._rescan_now, timeout_s=self.config.watch.rescan_interval_s
             )
+            # Asked again at once (a name that is not UTF-8 being written asks after
+            # every event): listings stay at least as far apart as one takes, and 1 s.
+            rest_s = max(_RESCAN_GAP_S, ended - began) - (time.monotonic() - ended)
+            if rest_s > 0:
+                await wait_event(self._stopping, rest_s)
 
     async def _scan(self, folder: Folder) -> bool:
         """List one inbox; False when it could not be listed to the end."""

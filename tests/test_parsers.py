@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -104,3 +105,15 @@ async def test_closing_the_pool_while_its_parsers_start_is_quiet():
             await asyncio.sleep(0)
         parsers.close()
         await asyncio.wait_for(warming, timeout=30)  # nothing escapes
+
+
+async def test_a_parser_that_died_while_idle_does_not_fail_the_next_file(pool, tmp_path):
+    pdf = facturx_pdf(tmp_path / "a.pdf", "A-1").read_bytes()
+    assert (await pool.parse(pdf)).number == "A-1"
+    pids = [w._pid for w in pool._workers if w._pid is not None]
+    for pid in pids:  # the OOM killer, or an administrator
+        os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        await wait_for(lambda pid=pid: not alive(pid), timeout_s=10, what="the parser gone")
+    for _ in range(3):
+        assert (await pool.parse(pdf)).number == "A-1"
