@@ -10,6 +10,7 @@ import asyncio
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from conftest import LOGIN, sha256_of, wait_for
 from test_service import events, names
@@ -89,3 +90,28 @@ async def test_once_watching_is_set_a_new_file_is_reported(tmp_path):
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
+
+
+async def test_a_rescan_asked_for_during_a_listing_gets_a_listing_of_its_own(ws):
+    # A watcher restart (or SIGHUP) while the inboxes are being listed: what was
+    # created behind the listing's back is found by the next one, not an hour later.
+    from daemon.service import Service
+
+    service = Service(ws.config("http://127.0.0.1:9", watch=HOUR))
+    listings: list[Path] = []
+
+    async def listing(folder: Any) -> bool:
+        listings.append(folder.inbox)
+        if len(listings) == 1:
+            service._rescan_now.set()  # asked for while this listing runs
+        return True
+
+    service._scan = listing  # type: ignore[method-assign]
+    service._watching.set()
+    service._scanned_once.set()  # past start-up
+    loop = asyncio.create_task(service._rescan_loop())
+    try:
+        await wait_for(lambda: len(listings) >= 2, timeout_s=10, what="a second listing")
+    finally:
+        service._stopping.set()
+        await asyncio.wait_for(loop, timeout=10)
