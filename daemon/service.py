@@ -287,7 +287,8 @@ class Service:
                 workers.append(tg.create_task(up.run(), name=f"upload-{up.org}"))
             workers.append(tg.create_task(self._journal_loop(), name="journal"))
             if self._parsers is not None:
-                tg.create_task(self._parsers.warm(), name="parsers")
+                # Supervised too: a stop is not held up by a parser slow to start.
+                workers.append(tg.create_task(self._parsers.warm(), name="parsers"))
             if not self.once:
                 workers.append(tg.create_task(self._einvoicing.run(), name="einvoicing"))
             workers.append(tg.create_task(
