@@ -38,8 +38,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from daemon import inspect, samples  # noqa: E402
+from daemon.flow import examine as inspect  # noqa: E402
 from daemon.qonto import FIELD  # noqa: E402
+from daemon.testing import samples  # noqa: E402
 
 LOGIN, SECRET = "bench-org", "bench-secret-key"
 SCRIPT = Path(sys.executable).with_name("qonto-invoice-daemon")
@@ -184,11 +185,11 @@ def big_pdfs(folder: Path, count: int, size: int) -> list[Path]:
 
 
 class Server:
-    """`python -m daemon.emulator` on loopback, a port of its own."""
+    """`python -m daemon.testing.emulator` on loopback, a port of its own."""
 
     def __init__(self, latency_s: float) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.emulator", "--port", "0", "--login", LOGIN,
+            [sys.executable, "-m", "daemon.testing.emulator", "--port", "0", "--login", LOGIN,
              "--secret", SECRET, "--latency-ms", str(latency_s * 1000)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True,
         )

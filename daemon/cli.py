@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -12,16 +11,15 @@ from pathlib import Path
 
 import structlog
 
-from . import __version__, config, inspect, logs, malloc, online
-from . import status as status_mod
-from .errors import AlreadyRunning, ConfigError, JournalError, UnsafeFile
-from .journal import Journal
+from . import __version__, config, logs, malloc
+from .commands import status as status_mod
+from .commands.check import check_online, check_paths
+from .commands.common import EX_CONFIG, EX_FAILED, EX_OK, EX_TEMPFAIL, EX_USAGE
+from .commands.lookup import lookup
+from .commands.retry import retry_einvoices, retry_files
+from .errors import AlreadyRunning, ConfigError, JournalError
 from .redact import Redactor
 from .service import Service
-
-# 75: a temporary failure (a full disk under the journal): systemd may restart.
-# 78: a person must act (configuration, an unusable journal): systemd must not.
-EX_OK, EX_FAILED, EX_USAGE, EX_TEMPFAIL, EX_CONFIG = 0, 1, 2, 75, 78
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        from .demo import run_demo
+        from .commands.demo import run_demo
 
         return asyncio.run(run_demo(keep=args.keep))
     try:
@@ -92,16 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             except JournalError as exc:
                 print(f"qonto-invoice-daemon: {exc}: {exc.hint}", file=sys.stderr)
                 return EX_TEMPFAIL if exc.temporary else EX_CONFIG
-        moved, problems = status_mod.retry(cfg, args.paths, args.all)
+        moved, problems = retry_files(cfg, args.paths, args.all)
         for line in moved:
             print(f"moved {logs.printable(line)}")
         for line in problems:
             print(f"qonto-invoice-daemon: retry: {logs.printable(line)}", file=sys.stderr)
         return EX_OK if not problems else EX_FAILED
     if args.command == "check-config":
-        problems, notes = status_mod.check(cfg)
+        problems, notes = check_paths(cfg)
         if args.online:
-            problems += asyncio.run(online.check(cfg))
+            problems += asyncio.run(check_online(cfg))
         for note in notes:
             print(f"note: {note}")
         for problem in problems:
@@ -159,110 +157,6 @@ def _serve(service: Service) -> int:
         os._exit(code)
     runner.close()
     return code
-
-
-async def lookup(cfg: config.Config, paths: Sequence[Path], *, as_json: bool) -> int:
-    """Hash each file and print what the journal knows of its content."""
-    status = EX_OK
-    redact = Redactor(cfg.secret_values())  # journals written by older versions may hold one
-    rows: list[dict[str, object]] = []
-    journal = await Journal.open_readonly(cfg.database)
-    try:
-        for path in paths:
-            try:
-                content = await asyncio.to_thread(inspect.read_regular, path, 0)
-            except (OSError, UnsafeFile) as exc:
-                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                print(f"{logs.printable(str(path))}: cannot read: {detail}", file=sys.stderr)
-                status = EX_FAILED
-                continue
-            org = _org_of(cfg, path)
-            records = await journal.find(content.sha256) if journal else []
-            # Prefer the row of the organization whose folder holds the file.
-            records = [r for r in records if org is None or r.org == org]
-            records.sort(key=lambda r: r.invoice_id is None)
-            r = records[0] if records else None
-            einvoices = await journal.einvoices_of(r.org, r.sha256) if journal and r else []
-            einvoice = einvoices[0] if einvoices else None
-            rows.append({
-                "path": logs.printable(str(path)),
-                "sha256": content.sha256,
-                "invoice_id": r.invoice_id if r else None,
-                "state": r.state if r else "unknown",
-                "organization": r.org if r else org,
-                "last_error": redact(r.last_error) if r and r.last_error else None,
-                "updated_at": r.updated_at if r else None,
-                # What the invoice XML said (flavor, profile, number, seller...), if read.
-                "facturx": r.facts if r else None,
-                # Sent by e-invoice: none (its folder does not send), pending, submitted,
-                # rejected, final; Qonto's einvoicing_status; the lifecycle codes seen.
-                "einvoice_state": einvoice.state if einvoice else "none",
-                "einvoicing_status": einvoice.einvoicing_status if einvoice else None,
-                "einvoice_lifecycle": einvoice.codes if einvoice else [],
-            })
-    finally:
-        if journal is not None:
-            await journal.close()
-    for row in rows:
-        row = {k: _printable(v) for k, v in row.items()}
-        if as_json:
-            print(json.dumps(row, ensure_ascii=False), flush=True)
-        else:
-            state = row["state"]
-            invoice = row["invoice_id"] or "-"
-            print(f"{row['path']}\t{row['sha256']}\t{state}\t{invoice}", flush=True)
-    return status
-
-
-async def retry_einvoices(cfg: config.Config, paths: Sequence[Path], everything: bool) -> int:
-    """Rejected e-invoices become pending: the daemon sends them again within a minute."""
-    journal = await Journal.open(cfg.database)
-    status = EX_OK
-    try:
-        if everything:
-            count = await journal.retry_einvoices()
-            print(f"{count} rejected e-invoice(s) will be sent again")
-            return EX_OK
-        for path in paths:
-            shown = logs.printable(str(path))
-            try:
-                content = await asyncio.to_thread(inspect.read_regular, path, 0)
-            except (OSError, UnsafeFile) as exc:
-                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                print(f"qonto-invoice-daemon: retry: {shown}: cannot read: {detail}",
-                      file=sys.stderr)
-                status = EX_FAILED
-                continue
-            org = _org_of(cfg, path)
-            count = 0
-            for r in await journal.find(content.sha256):
-                if org is None or r.org == org:
-                    count += await journal.retry_einvoices(r.org, r.sha256)
-            if count:
-                print(f"will send again: {shown}")
-            else:
-                print(f"qonto-invoice-daemon: retry: {shown}: no rejected e-invoice for this "
-                      "file", file=sys.stderr)
-                status = EX_FAILED
-    finally:
-        await journal.close()
-    return status
-
-
-def _printable(value: object) -> object:
-    if isinstance(value, str):
-        return logs.printable(value)
-    if isinstance(value, dict):
-        return {k: _printable(v) for k, v in value.items()}
-    return value
-
-
-def _org_of(cfg: config.Config, path: Path) -> str | None:
-    where = path.resolve().parent
-    for folder in cfg.folders:
-        if where in (folder.inbox.resolve(), folder.done.resolve(), folder.failed.resolve()):
-            return folder.org.key
-    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

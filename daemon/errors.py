@@ -6,10 +6,7 @@ where a status code becomes a decision.
 
 from __future__ import annotations
 
-import email.utils
 import errno
-import time
-from collections.abc import Mapping
 
 
 class ConfigError(Exception):
@@ -115,90 +112,3 @@ def os_hint(exc: OSError, folder: object) -> str:
     if code == errno.EIO:
         return f"input/output error on {folder}: check the disk or the network share"
     return f"check {folder} and its filesystem"
-
-
-TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-REJECTING_STATUSES = frozenset({400, 413, 415, 422})
-
-
-def parse_retry_after(value: str | None, *, now_s: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    now = time.time() if now_s is None else now_s
-    return max(0.0, when.timestamp() - now)
-
-
-def classify_einvoice(
-    status: int, headers: Mapping[str, str], errors: list[dict[str, object]], snippet: str
-) -> QontoError:
-    """An answer of the e-invoicing calls (send_by_einvoice, GET client_invoices/{id}).
-
-    Qonto does not document their refusals: 401/403 pause the organization,
-    408/429/5xx (and 3xx) are tried again, and any other refusal (an unreachable
-    client, e-invoicing not activated, an invoice deleted: 404) is Rejected with
-    Qonto's own detail, for a person to act on; it is not retried by itself.
-    """
-    if status in (401, 403):
-        problem = classify_http(status, headers, errors, snippet)
-        assert isinstance(problem, AuthProblem)
-        if status == 403:
-            problem.hint = (
-                "the key lacks the client_invoice.write or client_invoices.read permission, "
-                "or e-invoicing is not available to this organization"
-            )
-        return problem
-    if 400 <= status < 500 and status not in TRANSIENT_STATUSES:
-        first = errors[0] if errors else {}
-        code = str(first.get("code") or "")
-        detail = str(first.get("detail") or first.get("title") or snippet or "no detail given")
-        label = f"HTTP {status}" + (f" {code}" if code else "")
-        return Rejected(f"{label}: {detail}", status=status, code=code or "refused", detail=detail)
-    return classify_http(status, headers, errors, snippet)
-
-
-def classify_http(
-    status: int, headers: Mapping[str, str], errors: list[dict[str, object]], snippet: str
-) -> QontoError:
-    """Turn a non-200 answer into the error that says what to do next.
-
-    `errors` is the JSON:API `errors` list when the body had one; `snippet` is
-    a short, printable start of the body for the log.
-    """
-    first = errors[0] if errors else {}
-    code = str(first.get("code") or "")
-    detail = str(first.get("detail") or first.get("title") or snippet or "no detail given")
-    label = f"HTTP {status}" + (f" {code}" if code else "")
-    if status == 401:
-        return AuthProblem(
-            f"{label}: {detail}",
-            status=status,
-            hint="the login or secret key is wrong, revoked or expired: "
-            "check [qonto] login and the secret key source",
-        )
-    if status == 403:
-        return AuthProblem(
-            f"{label}: {detail}",
-            status=status,
-            hint="the key lacks the client_invoice.write permission, or the organization "
-            "cannot use bulk import (Italian organizations cannot)",
-        )
-    if status in REJECTING_STATUSES:
-        return Rejected(f"{label}: {detail}", status=status, code=code or "rejected", detail=detail)
-    retry_after_s = parse_retry_after(headers.get("Retry-After"))
-    if status in TRANSIENT_STATUSES or status >= 500:
-        return Transient(f"{label}: {detail}", status=status, retry_after_s=retry_after_s)
-    # 3xx (the sandbox's login redirect), 404, and anything else undocumented:
-    # nothing was imported as far as we know, so wait and try again.
-    return Transient(
-        f"unexpected {label}: {detail}", status=status, retry_after_s=retry_after_s
-    )

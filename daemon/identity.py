@@ -10,6 +10,7 @@ file I judged?", it compares all five.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,3 +31,17 @@ class Identity:
     def lstat(cls, path: Path) -> Identity:
         """The identity of `path` itself (a link is not followed). Raises OSError."""
         return cls.of(os.lstat(path))
+
+
+def describe_mode(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"

@@ -26,23 +26,22 @@ import structlog
 
 from . import __version__, mover, qonto, signals, watcher
 from .aio import wait_event, wait_first
-from .batcher import Limits
 from .config import Config, Folder
-from .einvoice import Einvoicing
 from .errors import AlreadyRunning, JournalError
-from .filing import Filing
-from .intake import Intake
-from .journal import IMPORTED, Journal
+from .flow.batcher import Limits
+from .flow.einvoice import Einvoicing
+from .flow.filing import Filing
+from .flow.intake import Intake
+from .flow.settle import Settler
+from .flow.upload import OrgUploader
+from .journal import Journal, State
 from .lock import InstanceLock
 from .lock import holder as lock_holder
 from .notify import Notifier
 from .oauth import TokenSource
 from .parsers import ParserPool
-from .qonto import QontoClient
+from .qonto import QontoClient, RateLimiter, Slots
 from .redact import Redactor
-from .settle import Settler
-from .throttle import RateLimiter, Slots
-from .uploader import OrgUploader
 
 log = structlog.get_logger()
 
@@ -385,7 +384,7 @@ class Service:
         for each in self.config.folders:
             for directory in (each.done, each.failed):
                 removed += await asyncio.to_thread(mover.clean_temporaries, directory)
-        for record in await journal.in_state(IMPORTED):
+        for record in await journal.in_state(State.IMPORTED):
             if self._stopping.is_set():
                 return  # a stop during start-up: what is left is done at the next start
             folder = self._folders.get(record.path.parent)

@@ -18,8 +18,7 @@ from pathlib import Path
 import structlog
 import watchfiles
 
-from .identity import Identity
-from .inspect import describe_mode
+from .identity import Identity, describe_mode
 
 log = structlog.get_logger()
 

@@ -14,9 +14,9 @@ import pytest
 import structlog
 
 from daemon import config
-from daemon.emulator import Emulator, serve
-from daemon.samples import facturx_pdf
 from daemon.service import Service
+from daemon.testing.emulator import Emulator, serve
+from daemon.testing.samples import facturx_pdf
 
 LOGIN = "acme-corp-1234"
 SECRET = "s3cret-key-for-tests"

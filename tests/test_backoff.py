@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from daemon.backoff import auth_pause, next_delay
-from daemon.errors import parse_retry_after
+from daemon.qonto.classify import parse_retry_after
 
 
 def test_full_jitter_stays_under_a_growing_ceiling():

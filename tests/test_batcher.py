@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.batcher import Limits, is_full, pack, request_bytes
+from daemon.flow.batcher import Limits, is_full, pack, request_bytes
 
 
 @dataclass(frozen=True)

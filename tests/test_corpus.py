@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import LOGIN, sha256_of
 
-from daemon import inspect
+from daemon.flow import examine as inspect
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 pytestmark = pytest.mark.skipif(

@@ -17,7 +17,7 @@ from test_service import events, names
 
 from daemon import cli
 from daemon.journal import Journal
-from daemon.samples import facturx_pdf
+from daemon.testing.samples import facturx_pdf
 
 FAST = {"poll_initial_seconds": 0.2, "poll_max_seconds": 0.4, "track_days": 30.0}
 
@@ -194,7 +194,7 @@ async def test_status_counts_e_invoices(ws, fast, start, _logs, capsys):
 
 def test_the_tracking_interval_doubles_up_to_its_bound_for_ever():
     from daemon.config import EinvoicingConfig
-    from daemon.einvoice import poll_interval_s
+    from daemon.flow.einvoice import poll_interval_s
 
     settings = EinvoicingConfig(poll_initial_s=60.0, poll_max_s=600.0, track_days=30.0)
     assert [poll_interval_s(settings, n) for n in range(6)] == [60, 120, 240, 480, 600, 600]

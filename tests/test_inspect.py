@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon import inspect
 from daemon.errors import UnsafeFile
-from daemon.samples import facturx_pdf
+from daemon.flow import examine as inspect
+from daemon.testing.samples import facturx_pdf
 from daemon.watcher import is_candidate, scan
 
 LIMIT = 5_000_000
@@ -139,7 +139,7 @@ def test_completeness_by_format(tmp_path):
     assert inspect.is_complete(pdf + b"\n" + b"1 0 obj\n" * 300 + b"%%EOF\n", "pdf")
     assert not inspect.is_complete(pdf + b"\n" + b"1 0 obj\n" * 300, "pdf")
 
-    from daemon.demo import tiny_png
+    from daemon.commands.demo import tiny_png
 
     png = tiny_png(40, 40)
     assert inspect.is_complete(png, "png")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from daemon.flow.intake import FairQueue
 from daemon.identity import Identity
-from daemon.intake import FairQueue
 from daemon.watcher import Seen
 
 ID = Identity(1, 1, 1, 1, 1)

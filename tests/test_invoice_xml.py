@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from daemon.invoice_xml import FACTURX, XRECHNUNG, ZUGFERD1, read_invoice
-from daemon.samples import facturx_pdf, facturx_xml, plain_pdf
+from daemon.testing.samples import facturx_pdf, facturx_xml, plain_pdf
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 

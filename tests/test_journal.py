@@ -173,7 +173,8 @@ async def test_a_journal_of_schema_1_gets_the_invoice_facts_columns(tmp_path):
 
 async def test_a_journal_of_schema_2_gets_the_einvoices_table(tmp_path):
     """Schema 2 is what the previous main wrote: its rows stay, e-invoices are added."""
-    from daemon.journal import _MIGRATE_TO_2, _statements
+    from daemon.journal.schema import MIGRATE_TO_2 as _MIGRATE_TO_2
+    from daemon.journal.schema import statements as _statements
 
     db = tmp_path / "state.sqlite3"
     with sqlite3.connect(db) as conn:

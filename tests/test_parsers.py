@@ -13,7 +13,7 @@ import pytest
 from conftest import wait_for
 
 from daemon.parsers import ParseFailed, ParserPool
-from daemon.samples import facturx_pdf, slow_pdf
+from daemon.testing.samples import facturx_pdf, slow_pdf
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from conftest import LOGIN, Workspace, sha256_of
 from e2e.test_cli import run_cli
 from test_service import events, journal_row, names
 
-from daemon.demo import tiny_png
-from daemon.samples import facturx_pdf, facturx_xml, plain_pdf
+from daemon.commands.demo import tiny_png
+from daemon.testing.samples import facturx_pdf, facturx_xml, plain_pdf
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 

@@ -11,9 +11,9 @@ from typing import Any
 from conftest import ENV, LOGIN, OTHER_LOGIN, Workspace, sha256_of, wait_for
 
 from daemon import config as config_mod
-from daemon.emulator import Emulator
 from daemon.journal import Journal
-from daemon.samples import facturx_pdf
+from daemon.testing.emulator import Emulator
+from daemon.testing.samples import facturx_pdf
 
 
 def names(folder: Path) -> set[str]:
@@ -460,7 +460,7 @@ async def test_large_file_near_the_limit_is_sent_whole(ws, qonto, start):
 
 async def test_sandbox_staging_token(ws, start, _logs):
     """Without the staging token the sandbox answers its login page with a 200: never a success."""
-    from daemon.emulator import serve
+    from daemon.testing.emulator import serve
 
     emulator = Emulator({LOGIN: "s3cret-key-for-tests"}, staging_token="stg-token")
     async with serve(emulator) as url:

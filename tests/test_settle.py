@@ -10,7 +10,7 @@ import time
 from conftest import LOGIN, sha256_of, wait_for
 from test_service import events, journal_row, names
 
-from daemon.samples import facturx_pdf
+from daemon.testing.samples import facturx_pdf
 
 
 async def test_a_writer_pausing_longer_than_settle_never_gets_half_a_file_sent(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from daemon.throttle import QONTO_LIMITS, RateLimiter, Slots, Window
+from daemon.qonto.limits import QONTO_LIMITS, RateLimiter, Slots, Window
 
 
 class FakeClock:
@@ -100,7 +100,7 @@ async def test_a_reduced_share_never_stands_in_the_way_of_full_share_callers():
 
 
 def test_an_auth_pause_ends_by_the_clock_alone(monkeypatch):
-    from daemon import uploader
+    from daemon.flow import upload as uploader
 
     now = [100.0]
     monkeypatch.setattr(uploader.time, "monotonic", lambda: now[0])

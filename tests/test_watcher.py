@@ -15,7 +15,7 @@ from typing import Any
 from conftest import LOGIN, sha256_of, wait_for
 from test_service import events, names
 
-from daemon.samples import facturx_pdf
+from daemon.testing.samples import facturx_pdf
 
 HOUR = {"rescan_seconds": 3600.0}
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from conftest import ENV, LOGIN, OTHER_LOGIN, Workspace, sha256_of, to_toml, wait_for
 
-from daemon.emulator import Emulator, Faults, serve
 from daemon.journal import Journal
-from daemon.samples import facturx_pdf
+from daemon.testing.emulator import Emulator, Faults, serve
+from daemon.testing.samples import facturx_pdf
 
 VALID = 24
 KILLS = 5

@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import LOGIN, Workspace, sha256_of, wait_for
 from test_service import names
 
-from daemon.samples import slow_pdf
+from daemon.testing.samples import slow_pdf
 from e2e.test_signals import daemon, finish, log_events, seen
 
 SLOW = 60_000_000  # decoded bytes: about 10 s of pypdf work on this machine's kind

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from conftest import LOGIN, Workspace, to_toml
 
-from daemon.emulator import Emulator, Faults, serve
-from daemon.samples import facturx_pdf
+from daemon.testing.emulator import Emulator, Faults, serve
+from daemon.testing.samples import facturx_pdf
 from e2e.test_cli import run_cli
 
 # Characters that a page would escape (&, <, +, /) so that every echoed form is tried.

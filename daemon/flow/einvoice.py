@@ -19,18 +19,19 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 import structlog
 
-from .aio import wait_first
-from .backoff import next_delay
-from .config import EinvoicingConfig, UploadConfig
-from .errors import AuthProblem, Rejected, Transient
-from .journal import Einvoice, Journal
-from .qonto import QontoClient
+from ..aio import wait_first
+from ..backoff import next_delay
+from ..config import EinvoicingConfig, UploadConfig
+from ..errors import AuthProblem, Rejected, Transient
+from ..journal import Einvoice, EinvoiceState, Journal
+from ..qonto import QontoClient
 
 log = structlog.get_logger()
 
@@ -105,7 +106,7 @@ class Einvoicing:
                 org, client = self._orgs[e.org], self._clients[e.org]
                 if org.paused:  # paused by an answer in this round
                     continue
-                if e.state == "pending":
+                if e.state == EinvoiceState.PENDING:
                     await self._send(e, client, org)
                 else:
                     await self._track(e, client, org)
@@ -135,14 +136,14 @@ class Einvoicing:
             return
         except Rejected as exc:
             await self._journal.update_einvoice(
-                e, state="rejected", detail=exc.detail, attempts=e.attempts + 1
+                e, state=EinvoiceState.REJECTED, detail=exc.detail, attempts=e.attempts + 1
             )
             bound.error("einvoice_rejected", status=exc.status, code=exc.code, detail=exc.detail,
                         hint=REJECTED_HINT)
             return
         now = time.time()
         await self._journal.update_einvoice(
-            e, state="submitted", detail=None, attempts=e.attempts + 1,
+            e, state=EinvoiceState.SUBMITTED, detail=None, attempts=e.attempts + 1,
             submitted_at=_iso(now), next_at=now + self._settings.poll_initial_s,
         )
         bound.info("einvoice_submitted", next_check_s=self._settings.poll_initial_s)
@@ -163,7 +164,7 @@ class Einvoicing:
                                   "einvoice_check_retry")
                 return
             # Deleted in Qonto: nothing more to follow.
-            await self._journal.update_einvoice(e, state="final", detail=exc.detail)
+            await self._journal.update_einvoice(e, state=EinvoiceState.FINAL, detail=exc.detail)
             bound.error("einvoice_tracking_stopped", status=exc.status, detail=exc.detail,
                         path=await self._where(e),
                         hint="the invoice cannot be read in Qonto any more (deleted?)")
@@ -182,7 +183,8 @@ class Einvoicing:
         expired = _tracked_since(e, now) >= self._settings.track_days * 86400
         interval_s = poll_interval_s(self._settings, checks)
         await self._journal.update_einvoice(
-            e, state="final" if ended or expired else "submitted", einvoicing_status=status,
+            e, state=EinvoiceState.FINAL if ended or expired else EinvoiceState.SUBMITTED,
+            einvoicing_status=status,
             lifecycle=e.lifecycle + tuple(new), checks=checks, attempts=0,
             next_at=now + interval_s,
         )
@@ -250,3 +252,37 @@ def _tracked_since(e: Einvoice, now: float) -> float:
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+class Bucket(StrEnum):
+    """Which of `status`'s e-invoice counts an e-invoice falls in."""
+
+    WAITING = "waiting"
+    SUBMITTED = "submitted"
+    DELIVERED = "delivered"
+    REFUSED = "refused"
+
+
+REFUSED_CODES = frozenset({210, 213})
+
+
+def bucket(state: EinvoiceState, codes: Sequence[int]) -> Bucket:
+    if REFUSED_CODES.intersection(codes):
+        return Bucket.REFUSED
+    match state:
+        case EinvoiceState.REJECTED:
+            return Bucket.REFUSED
+        case EinvoiceState.PENDING:
+            return Bucket.WAITING
+        case EinvoiceState.SUBMITTED | EinvoiceState.FINAL:
+            return Bucket.DELIVERED if any(c >= 202 for c in codes) else Bucket.SUBMITTED
+
+
+def einvoice_counts(
+    summaries: Iterable[tuple[str, EinvoiceState, list[int]]],
+) -> dict[str, dict[str, int]]:
+    """Per organization: waiting, submitted, delivered (202 or later), refused."""
+    out: dict[str, dict[str, int]] = {}
+    for org, state, codes in summaries:
+        out.setdefault(org, dict.fromkeys(Bucket, 0))[bucket(state, codes)] += 1
+    return out

@@ -24,11 +24,10 @@ from typing import Any
 
 import structlog
 
-from . import batcher, inspect
-from .aio import wait_event, wait_first
-from .backoff import auth_pause, next_delay
-from .config import Folder, UploadConfig
-from .errors import (
+from ..aio import wait_event, wait_first
+from ..backoff import auth_pause, next_delay
+from ..config import Folder, UploadConfig
+from ..errors import (
     AuthProblem,
     FileChanged,
     JournalUnavailable,
@@ -38,11 +37,13 @@ from .errors import (
     Unmatched,
     UnsafeFile,
 )
+from ..identity import Identity
+from ..journal import Journal
+from ..qonto import QontoClient, Upload
+from ..qonto.limits import Slots
+from . import batcher
+from . import examine as inspect
 from .filing import Filing
-from .identity import Identity
-from .journal import Journal
-from .qonto import QontoClient, Upload
-from .throttle import Slots
 
 log = structlog.get_logger()
 _batch_ids = itertools.count(1)

@@ -13,8 +13,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FileChanged, UnsafeFile
-from .identity import Identity
+from ..errors import FileChanged, UnsafeFile
+from ..identity import Identity, describe_mode
 
 PDF, JPEG, PNG = "pdf", "jpeg", "png"
 _HEAD_BYTES = 1024
@@ -117,20 +117,6 @@ def read_regular(path: Path, limit_bytes: int) -> Content:
             # Written to while we read: the hash covers no version of the file.
             raise FileChanged(str(path))
         return Content(data=buf.getvalue(), sha256=digest.hexdigest(), identity=after)
-
-
-def describe_mode(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a special file"
 
 
 def sniff(data: bytes) -> str | None:

@@ -16,21 +16,22 @@ from pathlib import Path
 
 import structlog
 
-from . import inspect, qonto, watcher
-from .aio import wait_first
+from .. import qonto, watcher
+from ..aio import wait_first
+from ..config import Config, Folder
+from ..errors import FileChanged, JournalUnavailable, UnsafeFile
+from ..identity import Identity
+from ..invoice_xml import Invoice
+from ..journal import Journal, Record, State
+from ..parsers import ParserPool, ParserUnavailable
+from . import examine as inspect
 from .batcher import Limits
-from .config import Config, Folder
-from .errors import FileChanged, JournalUnavailable, UnsafeFile
+from .facturx import duplicate_number, facturx_verdict
 from .filing import Filing
-from .identity import Identity
-from .invoice_xml import Invoice
-from .journal import DONE, FAILED, IMPORTED, QUEUED, SENDING, Journal, Record
-from .parsers import ParserPool, ParserUnavailable
-from .policy import duplicate_number, facturx_verdict
 from .settle import Settler, Unfinished
-from .uploader import CHANGED, LEFT, OrgUploader, Pending
-from .uploader import FAILED as UPLOAD_FAILED
-from .uploader import IMPORTED as UPLOAD_IMPORTED
+from .upload import CHANGED, LEFT, OrgUploader, Pending
+from .upload import FAILED as UPLOAD_FAILED
+from .upload import IMPORTED as UPLOAD_IMPORTED
 
 log = structlog.get_logger()
 
@@ -292,8 +293,11 @@ class Intake:
             record = await self._journal.get(org, found.sha256)
             # The journal already holds this very file (a kill, or a folder that refused it).
             here = record is not None and record.path == path
-            known = record is not None and record.invoice_id and record.state in (IMPORTED, DONE)
-            refused = record is not None and record.state == FAILED and here
+            known = (
+                record is not None and record.invoice_id
+                and record.state in (State.IMPORTED, State.DONE)
+            )
+            refused = record is not None and record.state == State.FAILED and here
             problem: inspect.Problem | None = found.problem
             if problem is None and not known and not refused and found.complete:
                 problem, warning = self._verdict(folder, found, invoice, unreadable)
@@ -347,7 +351,7 @@ class Intake:
             folder.org.key, invoice.seller_key, invoice.number, invoice.type_code,
             other_than=found.sha256,
         )
-        if first is not None and first.state in (QUEUED, SENDING) and (
+        if first is not None and first.state in (State.QUEUED, State.SENDING) and (
             first.path == path or first.path not in self.active
         ):
             # Queued, but its file was rewritten or removed before it was sent: that
@@ -371,7 +375,7 @@ class Intake:
         """False when the same content is already on its way from another file: it waits."""
         if (
             record is not None
-            and record.state in (QUEUED, SENDING)
+            and record.state in (State.QUEUED, State.SENDING)
             and record.path != path
             and record.path in self.active
         ):

@@ -15,9 +15,9 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from . import config, logs
-from .emulator import Emulator, serve
-from .mover import SIDECAR_SUFFIX
+from .. import config, logs
+from ..mover import SIDECAR_SUFFIX
+from ..testing.emulator import Emulator, serve
 
 DEMO_LOGIN = "demo-org-1234"
 DEMO_SECRET = "demo-secret-key"  # a throwaway key for the local stand-in only
@@ -41,7 +41,7 @@ def tiny_png(width: int = 4, height: int = 4) -> bytes:
 
 
 def _make_inbox(inbox: Path) -> None:
-    from .samples import facturx_pdf
+    from ..testing.samples import facturx_pdf
 
     inbox.mkdir(parents=True)
     first = facturx_pdf(inbox / "F-2026-0001.pdf", "F-2026-0001", 125000)
@@ -63,7 +63,7 @@ async def run_demo(*, keep: bool = False) -> int:
             file=sys.stderr,
         )
         return 1
-    from .service import Service
+    from ..service import Service
 
     work = Path(tempfile.mkdtemp(prefix="qonto-invoice-daemon-demo-"))
     inbox = work / "inbox"
@@ -115,9 +115,9 @@ async def _einvoicing(work: Path, base_url: str, emulator: Emulator) -> None:
     import hashlib
     import time
 
-    from .journal import Journal
-    from .samples import facturx_pdf
-    from .service import Service
+    from ..journal import Journal
+    from ..service import Service
+    from ..testing.samples import facturx_pdf
 
     inbox = work / "einvoice-inbox"
     inbox.mkdir()

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .identity import Identity
-from .watcher import Seen
+from ..identity import Identity
+from ..watcher import Seen
 
 
 @dataclass

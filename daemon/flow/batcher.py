@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from .config import MAX_FILES_PER_REQUEST
+from ..config import MAX_FILES_PER_REQUEST
 
 
 class Packable(Protocol):

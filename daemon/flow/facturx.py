@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .inspect import PDF, Problem
-from .invoice_xml import FACTURX, FACTURX_NAMES, XRECHNUNG, ZUGFERD1, Invoice
+from ..invoice_xml import FACTURX, FACTURX_NAMES, XRECHNUNG, ZUGFERD1, Invoice
+from .examine import PDF, Problem
 
 
 def facturx_verdict(kind: str, invoice: Invoice | None, unreadable: str | None) -> Problem | None:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import structlog
 
-from . import mover
-from .config import Folder
-from .errors import FileChanged, os_hint
-from .identity import Identity
-from .invoice_xml import Invoice
-from .journal import Journal
+from .. import mover
+from ..config import Folder
+from ..errors import FileChanged, os_hint
+from ..identity import Identity
+from ..invoice_xml import Invoice
+from ..journal import Journal
 
 log = structlog.get_logger()
 _CHANGED = "rewritten since it was checked; it settles and is checked again"

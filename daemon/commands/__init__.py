@@ -1,0 +1,1 @@
+"""What a person runs beside the daemon: lookup, status, retry, check-config, demo."""

@@ -1,0 +1,81 @@
+"""`retry`: failed files back into their inbox; `retry --einvoice`: rejected e-invoices again."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import logs, mover
+from ..config import Config, Folder
+from ..journal import Journal
+from .common import EX_FAILED, EX_OK, hash_file, org_of
+
+
+def retry_files(cfg: Config, paths: list[Path], everything: bool) -> tuple[list[str], list[str]]:
+    """Move failed files back into their inbox, their report removed. (moved, problems)."""
+    moved: list[str] = []
+    problems: list[str] = []
+    targets: list[tuple[Path, Folder]] = []
+    by_failed = {f.failed.resolve(): f for f in cfg.folders}
+    if everything:
+        for folder in cfg.folders:
+            try:
+                names = sorted(os.listdir(folder.failed))
+            except FileNotFoundError:
+                continue
+            targets += [
+                (folder.failed / n, folder) for n in names
+                if not n.endswith(mover.SIDECAR_SUFFIX) and not n.startswith(".")
+                and (folder.failed / n).is_file()
+            ]
+    for path in paths:
+        owner = by_failed.get(path.resolve().parent)
+        if owner is None:
+            problems.append(f"{path}: not in a failed/ folder of this configuration")
+            continue
+        targets.append((path, owner))
+    for path, folder in targets:
+        sidecar = path.with_name(path.name + mover.SIDECAR_SUFFIX)
+        try:
+            dest = mover.move_into(path, folder.inbox)
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror or exc}")
+            continue
+        sidecar.unlink(missing_ok=True)
+        moved.append(f"{path} -> {dest}")
+    return moved, problems
+
+
+async def retry_einvoices(cfg: Config, paths: Sequence[Path], everything: bool) -> int:
+    """Rejected e-invoices become pending: the daemon sends them again within a minute."""
+    journal = await Journal.open(cfg.database)
+    status = EX_OK
+    try:
+        if everything:
+            count = await journal.retry_einvoices()
+            print(f"{count} rejected e-invoice(s) will be sent again")
+            return EX_OK
+        for path in paths:
+            shown = logs.printable(str(path))
+            content = await hash_file(path)
+            if isinstance(content, str):
+                print(f"qonto-invoice-daemon: retry: {shown}: cannot read: {content}",
+                      file=sys.stderr)
+                status = EX_FAILED
+                continue
+            org = org_of(cfg, path)
+            count = 0
+            for r in await journal.find(content.sha256):
+                if org is None or r.org == org:
+                    count += await journal.retry_einvoices(r.org, r.sha256)
+            if count:
+                print(f"will send again: {shown}")
+            else:
+                print(f"qonto-invoice-daemon: retry: {shown}: no rejected e-invoice for this "
+                      "file", file=sys.stderr)
+                status = EX_FAILED
+    finally:
+        await journal.close()
+    return status

@@ -1,0 +1,114 @@
+"""`status`: what the daemon is doing, from the journal and the folders (it may be running).
+
+It reads the configuration and, read-only, the journal; it never talks to Qonto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .. import watcher
+from ..config import Config, Folder
+from ..flow.einvoice import Bucket, einvoice_counts
+from ..journal import Journal, State
+from ..lock import holder
+
+
+async def collect(cfg: Config) -> dict[str, Any]:
+    """Everything `status` shows, as one JSON-ready object."""
+    pid = await asyncio.to_thread(holder, cfg.database)
+    journal = await Journal.open_readonly(cfg.database)
+    try:
+        places = await journal.places() if journal else []
+        orgs = await journal.organizations() if journal else {}
+        einvoices = einvoice_counts(await journal.einvoice_summaries()) if journal else {}
+    finally:
+        if journal is not None:
+            await journal.close()
+    per_folder: Counter[tuple[Path, str]] = Counter()
+    for _, state, path in places:
+        per_folder[(path.parent, state)] += 1
+    folders = [await asyncio.to_thread(_folder, f, per_folder) for f in cfg.folders]
+    return {
+        "running": pid is not None,
+        "pid": pid if pid and pid > 0 else None,
+        "database": str(cfg.database),
+        "folders": folders,
+        "organizations": [
+            {
+                "org": org.key,
+                "paused": bool(orgs.get(org.key, {}).get("paused")),
+                "paused_reason": orgs.get(org.key, {}).get("paused_reason"),
+                "last_success_at": orgs.get(org.key, {}).get("last_success_at"),
+                "last_error": orgs.get(org.key, {}).get("last_error"),
+                "last_error_at": orgs.get(org.key, {}).get("last_error_at"),
+                # waiting (to be sent), submitted, delivered (202 or later), refused.
+                "einvoices": einvoices.get(org.key, dict.fromkeys(Bucket, 0)),
+            }
+            for org in cfg.organizations
+        ],
+    }
+
+
+def _folder(folder: Folder, counts: Counter[tuple[Path, str]]) -> dict[str, Any]:
+    waiting: list[tuple[float, Path]] = []
+    available = True
+    try:
+        found = watcher.scan(folder.inbox)
+    except OSError:
+        available = False
+    else:
+        for seen in found.files:
+            waiting.append((seen.identity.ctime_ns / 1e9, seen.path))
+    oldest = min(waiting, default=None)
+    return {
+        "inbox": str(folder.inbox),
+        "org": folder.org.key,
+        "facturx": folder.facturx,
+        "available": available,
+        "waiting": len(waiting),
+        "queued": counts[(folder.inbox, State.QUEUED)] + counts[(folder.inbox, State.SENDING)],
+        "done": counts[(folder.done, State.DONE)],
+        "failed": counts[(folder.failed, State.FAILED)],
+        "oldest_waiting": str(oldest[1]) if oldest else None,
+        # ctime: when the file arrived here (a copy keeps an old mtime).
+        "oldest_waiting_s": round(time.time() - oldest[0]) if oldest else None,
+    }
+
+
+def render(status: dict[str, Any]) -> str:
+    """The text form of `status`, for a person at a terminal."""
+    running = f"running (pid {status['pid']})" if status["running"] else "not running"
+    lines = [
+        f"daemon: {running}",
+        f"journal: {status['database']}",
+    ]
+    for f in status["folders"]:
+        age = f" (oldest: {f['oldest_waiting']}, {f['oldest_waiting_s']} s)" if f["waiting"] else ""
+        lines.append(
+            f"{f['inbox']} [{f['org']}]: {f['waiting']} waiting{age}, {f['queued']} queued, "
+            f"{f['done']} done, {f['failed']} failed"
+            + ("" if f["available"] else " — the inbox cannot be listed")
+        )
+    for o in status["organizations"]:
+        state = f"paused: {o['paused_reason']}" if o["paused"] else "active"
+        lines.append(
+            f"{o['org']}: {state}; last success {o['last_success_at'] or 'never'}"
+            + (f"; last error {o['last_error_at']}: {o['last_error']}" if o["last_error"] else "")
+        )
+        e = o["einvoices"]
+        if any(e.values()):
+            lines.append(
+                f"{o['org']} e-invoices: {e['submitted']} submitted, {e['delivered']} delivered, "
+                f"{e['refused']} refused or rejected, {e['waiting']} waiting to be sent"
+            )
+    return "\n".join(lines)
+
+
+def as_json(status: dict[str, Any]) -> str:
+    return json.dumps(status, ensure_ascii=False)

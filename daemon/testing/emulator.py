@@ -1,0 +1,552 @@
+"""A local stand-in for Qonto's bulk import endpoint, for `demo` and the tests.
+
+It enforces what the API documents: API-key and OAuth authentication, the
+sandbox's staging token, 1-5 files of at most 5 MB in at most 15 MB, PDF/JPEG/PNG
+only, all-or-nothing requests, idempotency by content, JSON:API errors. Faults
+can be injected (429, 5xx, dropped connections before or after the invoices
+are created, slow answers, a 401 window, forbidden organizations, a server
+that normalises names). The running daemon never imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import html
+import random
+import sys
+import time
+import unicodedata
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiohttp import BodyPartReader, web
+
+from ..flow.examine import sniff
+
+BULK_PATH = "/v2/client_invoices/bulk"
+LIST_PATH = "/v2/client_invoices"
+TOKEN_PATH = "/oauth2/token"
+STATE_PATH = "/_emulator/invoices"
+REQUESTS_PATH = "/_emulator/requests"
+SEND_PATH = "/v2/client_invoices/{id}/send_by_einvoice"
+INVOICE_PATH = "/v2/client_invoices/{id}"
+LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Log in</body></html>"
+
+
+@dataclass
+class Faults:
+    """What goes wrong, and how often (probabilities per request, 0 to 1)."""
+
+    rate_limited: float = 0.0  # 429
+    retry_after_s: float | None = None  # sent with 429 when set
+    server_error: float = 0.0  # 500/502/503/504
+    server_error_first: int = 0  # the first N requests get a 5xx, whatever the odds
+    drop_before: float = 0.0  # connection closed before anything is created
+    drop_after: float = 0.0  # invoices created, then the connection is closed
+    slow: float = 0.0  # invoices created, then the answer waits slow_s
+    slow_s: float = 0.0
+    reject_marker: bytes | None = None  # files containing it are refused with 422
+    unauthorized: bool = False  # every request answers 401 while set
+    forbidden_logins: set[str] = field(default_factory=set)  # answer 403 (Italian orgs)
+    normalize_names: str | None = None  # "NFC" or "NFD": file_name as a server might store it
+    # A proxy or server that echoes the request headers (the API key among them)
+    # in its error answers and in an HTML page for 5xx.
+    echo_headers: bool = False
+    # A distant server: a bulk request is answered this long after it arrives, the
+    # emulator's own work included (its CPU is not the client's time). The upload of
+    # a large body also falls inside it: timings of large files would flatter.
+    latency_s: float = 0.0
+    held: asyncio.Event | None = None  # requests are answered once this is set
+
+
+@dataclass(frozen=True)
+class Invoice:
+    login: str
+    sha256: str
+    invoice_id: str
+    file_name: str
+
+
+# E-invoicing: an invoice's lifecycle as Qonto's platform reports it, one code
+# per `lifecycle_step_s` after it was sent (each then stays).
+DEFAULT_LIFECYCLE = (200, 201, 202)
+UNREACHABLE_MARKER = b"UNREACHABLE"
+_EINVOICING_STATUS = {200: "submitted", 201: "issued", 202: "received", 210: "refused",
+                      212: "paid", 213: "rejected"}
+
+
+@dataclass
+class Sent:
+    """An invoice sent by e-invoice: when, and what its lifecycle will be."""
+
+    at: float  # the event loop's clock
+    wall: float  # the same instant, for the events' dates
+    codes: tuple[int, ...]
+    calls: int = 1
+
+
+class Emulator:
+    def __init__(
+        self,
+        keys: dict[str, str],
+        *,
+        bearer_tokens: dict[str, str] | None = None,
+        staging_token: str | None = None,
+        faults: Faults | None = None,
+        seed: int | None = None,
+        max_files: int = 5,
+        max_file_bytes: int = 5_000_000,
+        max_request_bytes: int = 15_000_000,
+    ) -> None:
+        self.keys = dict(keys)  # login -> secret key
+        self.bearer_tokens = dict(bearer_tokens or {})  # token -> login
+        self.staging_token = staging_token
+        self.faults = faults or Faults()
+        self.max_files = max_files
+        self.max_file_bytes = max_file_bytes
+        self.max_request_bytes = max_request_bytes
+        self.invoices: dict[tuple[str, str], Invoice] = {}
+        # OAuth: client_id -> (secret, login); live refresh tokens -> (client_id, login).
+        self.oauth_clients: dict[str, tuple[str, str]] = {}
+        self.refresh_tokens: dict[str, tuple[str, str]] = {}
+        # A rotated refresh token still works this long (Qonto: 60 s), so that a
+        # client killed before it stored the new one is not locked out.
+        self.refresh_grace_s = 60.0
+        self._rotated: dict[str, tuple[tuple[str, str], float]] = {}
+        self.access_lifetime_s = 3600.0
+        self._access_expiry: dict[str, float] = {}
+        self.refreshes = 0
+        self.requests = 0
+        self.statuses: dict[int, int] = {}
+        # E-invoicing: its own faults, the invoices sent, how fast lifecycles move.
+        self.einvoice_faults = Faults()
+        self.einvoice_requests = 0
+        self.sent: dict[str, Sent] = {}  # invoice_id -> its submission (only one each)
+        self.contents: dict[str, bytes] = {}  # invoice_id -> the file imported
+        self.lifecycle_step_s = 1.0
+        self.lifecycle: tuple[int, ...] = DEFAULT_LIFECYCLE
+        self.lifecycles: dict[str, tuple[int, ...]] = {}  # per invoice_id, overriding
+        # Each bulk request as it arrived: (wall-clock time, status, file names).
+        self.log: list[tuple[float, int, list[str]]] = []
+        self._rng = random.Random(seed)
+
+    # -- what the tests look at -----------------------------------------------------
+
+    def invoices_of(self, login: str) -> dict[str, str]:
+        """sha256 -> invoice_id for one organization."""
+        return {i.sha256: i.invoice_id for i in self.invoices.values() if i.login == login}
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_request_bytes * 2)
+        app.router.add_post(BULK_PATH, self._bulk)
+        app.router.add_get(LIST_PATH, self._list)
+        app.router.add_post(TOKEN_PATH, self._token)
+        app.router.add_get(STATE_PATH, self._state)
+        app.router.add_get(REQUESTS_PATH, self._requests)
+        app.router.add_post(SEND_PATH, self._send_by_einvoice)
+        app.router.add_get(INVOICE_PATH, self._client_invoice)
+        return app
+
+    def add_oauth_client(self, login: str, client_id: str, client_secret: str) -> str:
+        """Register an OAuth client for `login`; returns its first refresh token."""
+        self.oauth_clients[client_id] = (client_secret, login)
+        first = f"rt-{uuid.uuid4().hex}"
+        self.refresh_tokens[first] = (client_id, login)
+        return first
+
+    def revoke_access_tokens(self) -> None:
+        self.bearer_tokens.clear()
+        self._access_expiry.clear()
+
+    async def _token(self, request: web.Request) -> web.Response:
+        """Qonto's token endpoint, refresh grant only: refresh tokens rotate, a used one dies."""
+        form = await request.post()
+        client = self.oauth_clients.get(str(form.get("client_id", "")))
+        if client is None or client[0] != form.get("client_secret"):
+            return web.json_response({"error": "invalid_client"}, status=401)
+        if form.get("grant_type") != "refresh_token":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        used = str(form.get("refresh_token", ""))
+        now = asyncio.get_running_loop().time()
+        owner = self.refresh_tokens.pop(used, None)
+        if owner is not None:
+            self._rotated[used] = (owner, now + self.refresh_grace_s)
+        elif used in self._rotated and self._rotated[used][1] > now:
+            owner = self._rotated[used][0]
+        if owner is None or owner[0] != form.get("client_id"):
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        self.refreshes += 1
+        access, refresh = f"at-{uuid.uuid4().hex}", f"rt-{uuid.uuid4().hex}"
+        self.bearer_tokens[access] = owner[1]
+        self._access_expiry[access] = asyncio.get_running_loop().time() + self.access_lifetime_s
+        self.refresh_tokens[refresh] = owner
+        return web.json_response({
+            "access_token": access, "token_type": "bearer",
+            "expires_in": self.access_lifetime_s, "refresh_token": refresh,
+        })
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """The first page of an organization's client invoices (what a probe reads)."""
+        login = self._authenticate(request.headers.get("Authorization", ""))
+        if login is None or self.faults.unauthorized:
+            return self._fail(request, 401, "unauthorized",
+                              "The authentication credentials are invalid.")
+        mine = [i for i in self.invoices.values() if i.login == login]
+        page = [{"id": i.invoice_id} for i in mine[: int(request.query.get("per_page", "100"))]]
+        return web.json_response({"client_invoices": page, "meta": {"total_count": len(mine)}})
+
+    async def _state(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "requests": self.requests,
+                "statuses": {str(k): v for k, v in self.statuses.items()},
+                "invoices": [i.__dict__ for i in self.invoices.values()],
+            }
+        )
+
+    # -- the endpoint ---------------------------------------------------------------
+
+    # -- e-invoicing --------------------------------------------------------------------
+
+    def invoice_by_id(self, invoice_id: str) -> Invoice | None:
+        return next((i for i in self.invoices.values() if i.invoice_id == invoice_id), None)
+
+    def codes_now(self, invoice_id: str) -> list[int]:
+        sent = self.sent.get(invoice_id)
+        if sent is None:
+            return []
+        elapsed = asyncio.get_running_loop().time() - sent.at
+        return list(sent.codes[: 1 + int(elapsed / self.lifecycle_step_s)])
+
+    async def _einvoice_gate(
+        self, request: web.Request
+    ) -> tuple[web.StreamResponse | None, Invoice | None, float]:
+        """Authentication, faults and the invoice: an answer to give now, or the invoice."""
+        self.einvoice_requests += 1
+        faults = self.einvoice_faults
+        if faults.held is not None:
+            await faults.held.wait()
+        login = self._authenticate(request.headers.get("Authorization", ""))
+        if login is None or faults.unauthorized:
+            return self._fail(request, 401, "unauthorized",
+                              "The authentication credentials are invalid."), None, 1.0
+        if login in faults.forbidden_logins:
+            return self._fail(request, 403, "forbidden",
+                              "E-invoicing is not available for this organization."), None, 1.0
+        if self.einvoice_requests <= faults.server_error_first:
+            return self._server_error(request), None, 1.0
+        roll = self._rng.random()
+        if roll < faults.rate_limited:
+            return self._fail(request, 429, "too_many_requests", "Rate limit exceeded."), None, 1
+        roll -= faults.rate_limited
+        if roll < faults.server_error:
+            return self._server_error(request), None, 1.0
+        roll -= faults.server_error
+        if roll < faults.drop_before:
+            return _drop(request), None, 1.0
+        roll -= faults.drop_before
+        invoice = self.invoice_by_id(request.match_info["id"])
+        if invoice is None or invoice.login != login:
+            return self._fail(request, 404, "not_found", "Client invoice not found."), None, 1.0
+        return None, invoice, roll
+
+    async def _send_by_einvoice(self, request: web.Request) -> web.StreamResponse:
+        answer, invoice, roll = await self._einvoice_gate(request)
+        if answer is not None:
+            return answer
+        assert invoice is not None
+        if _unreachable(self.contents.get(invoice.invoice_id, b"")):
+            return self._fail(
+                request, 422, "client_not_reachable",
+                "The client of this invoice is not reachable on the e-invoicing network.",
+            )
+        sent = self.sent.get(invoice.invoice_id)
+        if sent is None:  # the first call submits; later ones change nothing
+            codes = self.lifecycles.get(invoice.invoice_id, self.lifecycle)
+            self.sent[invoice.invoice_id] = Sent(
+                asyncio.get_running_loop().time(), time.time(), codes
+            )
+        else:
+            sent.calls += 1
+        if roll < self.einvoice_faults.drop_after:
+            return _drop(request)
+        return web.Response(status=204)
+
+    async def _client_invoice(self, request: web.Request) -> web.StreamResponse:
+        answer, invoice, roll = await self._einvoice_gate(request)
+        if answer is not None:
+            return answer
+        assert invoice is not None
+        codes = self.codes_now(invoice.invoice_id)
+        if roll < self.einvoice_faults.drop_after:
+            return _drop(request)
+        sent = self.sent.get(invoice.invoice_id)
+        wall = sent.wall if sent is not None else time.time()
+        return web.json_response({"client_invoice": {
+            "id": invoice.invoice_id,
+            "status": "unpaid",
+            "einvoicing_status": _EINVOICING_STATUS.get(codes[-1], "in_progress")
+            if codes else None,
+            "einvoicing_lifecycle_events": [
+                {"status_code": code, "created_at": datetime.fromtimestamp(
+                    wall + n * self.lifecycle_step_s, UTC).isoformat(timespec="seconds")}
+                for n, code in enumerate(codes)
+            ],
+        }})
+
+    async def _requests(self, request: web.Request) -> web.Response:
+        """The request log, from entry `since` on (for the benchmarks)."""
+        since = int(request.query.get("since", "0"))
+        return web.json_response({"count": len(self.log), "requests": self.log[since:]})
+
+    async def _bulk(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        arrived = time.time()
+        loop = asyncio.get_running_loop()
+        answer_at = loop.time() + self.faults.latency_s
+        names: list[str] = []
+        response = await self._answer(request, names)
+        if (wait_s := answer_at - loop.time()) > 0:
+            await asyncio.sleep(wait_s)
+        self.statuses[response.status] = self.statuses.get(response.status, 0) + 1
+        self.log.append((arrived, response.status, names))
+        return response
+
+    async def _answer(self, request: web.Request, names: list[str]) -> web.StreamResponse:
+        faults = self.faults
+        if faults.held is not None:
+            await faults.held.wait()
+        if self.staging_token is not None and (
+            request.headers.get("X-Qonto-Staging-Token") != self.staging_token
+        ):
+            # What the real sandbox does: its login page, with a 200.
+            return web.Response(body=LOGIN_PAGE, content_type="text/html")
+        login = self._authenticate(request.headers.get("Authorization", ""))
+        if login is None or faults.unauthorized:
+            return self._fail(
+                request, 401, "unauthorized", "The authentication credentials are invalid."
+            )
+        if login in faults.forbidden_logins:
+            return self._fail(
+                request, 403, "forbidden", "Bulk import is not available for this organization."
+            )
+        if self.requests <= faults.server_error_first:
+            return self._server_error(request)
+        roll = self._rng.random()
+        for chance, status in ((faults.rate_limited, 429), (faults.server_error, 0)):
+            if roll < chance:
+                if status == 429:
+                    headers = {}
+                    if faults.retry_after_s is not None:
+                        headers["Retry-After"] = f"{faults.retry_after_s:g}"
+                    return self._fail(request, 429, "too_many_requests", "Rate limit exceeded.",
+                                      headers)
+                return self._server_error(request)
+            roll -= chance
+        if roll < faults.drop_before:
+            return _drop(request)
+        roll -= faults.drop_before
+
+        if request.content_length is not None and request.content_length > self.max_request_bytes:
+            return self._fail(request, 413, "request_too_large", "The request body exceeds 15 MB.")
+        try:
+            files = await self._read_files(request, names)
+        except _Refusal as refusal:
+            return refusal.response
+        created = self._import(login, files)
+
+        if roll < faults.drop_after:
+            return _drop(request)
+        roll -= faults.drop_after
+        if roll < faults.slow:
+            await asyncio.sleep(faults.slow_s)
+        return web.json_response({"client_invoices": created})
+
+    def _server_error(self, request: web.Request) -> web.Response:
+        status = self._rng.choice((500, 502, 503, 504))
+        if self.faults.echo_headers:
+            return web.Response(
+                status=status, content_type="text/html",
+                text="<html><body><h1>Bad Gateway</h1><p>Your request:</p><pre>"
+                f"{html.escape(_dump(request))}</pre></body></html>",
+            )
+        return _error(status, "internal_server_error", "Something went wrong.")
+
+    def _fail(
+        self,
+        request: web.Request,
+        status: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        *,
+        pointer: str | None = None,
+    ) -> web.Response:
+        if self.faults.echo_headers:
+            detail = f"{detail} Request was: {_dump(request)}"
+        return _error(status, code, detail, headers, pointer=pointer)
+
+    def _authenticate(self, header: str) -> str | None:
+        if header.startswith("Bearer "):
+            token = header[len("Bearer ") :]
+            expiry = self._access_expiry.get(token)
+            if expiry is not None and asyncio.get_running_loop().time() > expiry:
+                return None  # expired: 401
+            return self.bearer_tokens.get(token)
+        login, sep, secret = header.partition(":")
+        if sep and login in self.keys and self.keys[login] == secret:
+            return login
+        return None
+
+    async def _read_files(
+        self, request: web.Request, names: list[str]
+    ) -> list[tuple[str, bytes]]:
+        def refuse(status: int, code: str, detail: str, pointer: str | None = None) -> _Refusal:
+            return _Refusal(self._fail(request, status, code, detail, pointer=pointer))
+
+        if not request.content_type.startswith("multipart/form-data"):
+            raise refuse(400, "invalid_request_format", "Expected multipart/form-data.")
+        reader = await request.multipart()
+        files: list[tuple[str, bytes]] = []
+        total = 0
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader) or part.name != "client_invoices":
+                raise refuse(422, "invalid", "Unexpected form field.", pointer="/")
+            data = await part.read(decode=False)
+            total += len(data)
+            if total > self.max_request_bytes:
+                raise refuse(413, "request_too_large", "The request exceeds 15 MB.")
+            files.append((part.filename or "", bytes(data)))
+            names.append(part.filename or "")
+        if not files:
+            raise refuse(422, "missing_field", "client_invoices is required.")
+        if len(files) > self.max_files:
+            raise refuse(422, "invalid", f"At most {self.max_files} files per request.")
+        for index, (name, data) in enumerate(files):
+            pointer = f"/client_invoices/{index}"
+            if len(data) > self.max_file_bytes:
+                raise refuse(422, "invalid", f"{name} exceeds 5 MB.", pointer)
+            if sniff(data) is None:
+                raise refuse(422, "invalid_format", f"{name}: unsupported format.", pointer)
+            marker = self.faults.reject_marker
+            if marker is not None and marker in data:
+                raise refuse(422, "invalid", f"{name}: the invoice number is missing.", pointer)
+        return files
+
+    def _import(self, login: str, files: Sequence[tuple[str, bytes]]) -> list[dict[str, str]]:
+        """All files were accepted: create (or find) an invoice for each."""
+        created: list[dict[str, str]] = []
+        for name, data in files:
+            sha = hashlib.sha256(data).hexdigest()
+            invoice = self.invoices.get((login, sha))
+            if invoice is None:
+                invoice = Invoice(login, sha, str(uuid.uuid4()), name)
+                self.contents[invoice.invoice_id] = data
+                self.invoices[(login, sha)] = invoice
+            shown = name
+            if self.faults.normalize_names:
+                shown = unicodedata.normalize(self.faults.normalize_names, name)  # type: ignore[arg-type]
+            created.append({"invoice_id": invoice.invoice_id, "file_name": shown})
+        return created
+
+
+def _unreachable(data: bytes) -> bool:
+    """Whether a Factur-X file names a buyer the emulator deems unreachable."""
+    if not data.startswith(b"%PDF"):
+        return False
+    try:
+        from facturx import get_xml_from_pdf
+
+        _, xml = get_xml_from_pdf(data, check_xsd=False)
+    except Exception:  # not Factur-X: nothing to reach
+        return False
+    return bool(xml) and UNREACHABLE_MARKER in xml
+
+
+def _dump(request: web.Request) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in request.headers.items())
+
+
+class _Refusal(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+def _error(
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    *,
+    pointer: str | None = None,
+) -> web.Response:
+    error: dict[str, object] = {"status": str(status), "code": code, "detail": detail}
+    if pointer is not None:
+        error["source"] = {"pointer": pointer}
+    return web.json_response(
+        {"errors": [error], "trace_id": uuid.uuid4().hex}, status=status, headers=headers
+    )
+
+
+def _drop(request: web.Request) -> web.Response:
+    """Close the connection without an answer."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=500)
+
+
+@asynccontextmanager
+async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve the emulator on loopback; yields its base URL."""
+    runner = web.AppRunner(
+        emulator.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        bound_port = runner.addresses[0][1]
+        yield f"http://{host}:{bound_port}"
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m daemon.emulator --login L --secret S`: serve until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m daemon.emulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--login", action="append", required=True)
+    parser.add_argument("--secret", action="append", required=True)
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="answer a bulk request this long after it arrives (default 0)")
+    args = parser.parse_args(argv)
+    if len(args.login) != len(args.secret):
+        parser.error("give one --secret per --login")
+    emulator = Emulator(
+        dict(zip(args.login, args.secret, strict=True)),
+        faults=Faults(latency_s=args.latency_ms / 1000),
+    )
+
+    async def forever() -> None:
+        async with serve(emulator, args.host, args.port) as url:
+            # The base URL alone on stdout: what a script that asked for port 0 reads.
+            print(url, flush=True)
+            print(f"Qonto emulator on {url}{BULK_PATH}", file=sys.stderr, flush=True)
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(forever())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
