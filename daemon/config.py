@@ -13,6 +13,7 @@ import tomllib
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,8 +75,24 @@ class Organization:
         return self.login
 
 
-FACTURX_POLICIES = ("warn", "require", "off")
-DUPLICATE_NUMBER_POLICIES = ("fail", "warn", "off")
+class FacturxPolicy(StrEnum):
+    """What a folder does with a file that is not valid Factur-X."""
+
+    WARN = "warn"
+    REQUIRE = "require"
+    OFF = "off"
+
+
+class NumberPolicy(StrEnum):
+    """What to do with a re-exported invoice (its number already imported)."""
+
+    FAIL = "fail"
+    WARN = "warn"
+    OFF = "off"
+
+
+FACTURX_POLICIES = tuple(FacturxPolicy)
+DUPLICATE_NUMBER_POLICIES = tuple(NumberPolicy)
 
 
 @dataclass(frozen=True)
@@ -84,7 +101,7 @@ class Folder:
     done: Path
     failed: Path
     org: Organization
-    facturx: str = "warn"  # [validation] facturx, or the folder's own
+    facturx: FacturxPolicy = FacturxPolicy.WARN  # [validation] facturx, or the folder's own
     # Imported invoices are sent through Qonto's e-invoicing platform.
     send_by_einvoice: bool = False
 
@@ -100,8 +117,8 @@ class EinvoicingConfig:
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    facturx: str = "warn"
-    duplicate_number: str = "fail"
+    facturx: FacturxPolicy = FacturxPolicy.WARN
+    duplicate_number: NumberPolicy = NumberPolicy.FAIL
     parse_timeout_s: float = 10.0
     parse_memory_mb: int = 512
     parse_workers: int = 2
@@ -480,10 +497,10 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
 
     val = _section(raw, "validation")
     validation = ValidationConfig(
-        facturx=_choice(val, "facturx", FACTURX_POLICIES, ValidationConfig.facturx),
-        duplicate_number=_choice(
+        facturx=FacturxPolicy(_choice(val, "facturx", FACTURX_POLICIES, ValidationConfig.facturx)),
+        duplicate_number=NumberPolicy(_choice(
             val, "duplicate_number", DUPLICATE_NUMBER_POLICIES, ValidationConfig.duplicate_number
-        ),
+        )),
         parse_timeout_s=val.positive(
             "parse_timeout_seconds", float, ValidationConfig.parse_timeout_s
         ),
@@ -584,7 +601,9 @@ def _folders(
         send = table.get("send_by_einvoice", bool, False)
         # A PDF without valid Factur-X XML cannot be an e-invoice: such a folder
         # fails it before import, unless it says otherwise.
-        policy = _choice(table, "facturx", FACTURX_POLICIES, "require" if send else facturx)
+        policy = FacturxPolicy(
+            _choice(table, "facturx", FACTURX_POLICIES, "require" if send else facturx)
+        )
         org = _organization(table, env, base_dir, parent=main_org, notes=notes)
         table.finish()
         known = logins.setdefault(org.key, org)

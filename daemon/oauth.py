@@ -14,16 +14,24 @@ import asyncio
 import hashlib
 import json
 import time
+from typing import Protocol
 
 import aiohttp
 import structlog
 
 from .config import Organization
 from .errors import AuthProblem, Transient
-from .journal import Journal
 from .redact import Redactor
 
 log = structlog.get_logger()
+
+
+class TokenStore(Protocol):
+    """Where the newest refresh token is kept durably (the journal)."""
+
+    async def refresh_token(self, org: str) -> tuple[str, str] | None: ...
+
+    async def store_refresh_token(self, org: str, token: str, configured: str) -> None: ...
 _EARLY_S = 300.0  # refresh this long before expiry (or at a fifth of a short lifetime)
 
 
@@ -34,7 +42,7 @@ class TokenSource:
         self,
         org: Organization,
         session: aiohttp.ClientSession,
-        journal: Journal,
+        journal: TokenStore,
         redact: Redactor,
         timeout: aiohttp.ClientTimeout,
     ) -> None:

@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -94,7 +95,7 @@ def _parse(data: bytes, check_xsd: bool) -> tuple[Invoice, list[tuple[int, str, 
     return read_invoice(data, check_xsd), _Collect.records
 
 
-def _warm_up() -> int:
+def warm_up() -> int:
     """Import the parsing stack and load the XSD schemas once, so the first real
     parse is not charged for them (a backlog's first request waits on it)."""
     import facturx  # noqa: F401
@@ -125,15 +126,26 @@ def _running(pid: int | None) -> bool:
 class _Worker:
     """One worker process, started on first use and replaced after a kill."""
 
-    def __init__(self, memory_bytes: int) -> None:
+    def __init__(self, memory_bytes: int, prepare: Callable[[], int]) -> None:
         self._memory_bytes = memory_bytes
+        self._prepare = prepare
         self._pool: ProcessPoolExecutor | None = None
         self._pid: int | None = None
 
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
     async def start(self) -> None:
-        """Start the process (once, and after a kill) and import the parsing stack there."""
+        """Start the process (once, after a kill, and when it stopped while idle) and
+        import the parsing stack there."""
         if self._pool is not None:
-            return
+            if _running(self._pid):
+                return
+            # It stopped while idle (the OOM killer, an administrator): the file it
+            # would have been handed is not to blame; a fresh process reads it.
+            log.warning("parser_restarted", pid=self._pid, reason="the process had stopped")
+            self.kill()
         # forkserver: never fork the daemon itself (threads, sockets, SQLite).
         pool = self._pool = ProcessPoolExecutor(
             max_workers=1,
@@ -144,7 +156,7 @@ class _Worker:
         # Starting a process (the first time, the forkserver too) blocks for tens of
         # milliseconds: not on the event loop, which has a backlog to list meanwhile.
         try:
-            started = await asyncio.to_thread(pool.submit, _warm_up)
+            started = await asyncio.to_thread(pool.submit, self._prepare)
             pid = await asyncio.wrap_future(started)
         except BrokenProcessPool:
             raise
@@ -159,13 +171,6 @@ class _Worker:
 
     async def parse(self, data: bytes, check_xsd: bool) -> Invoice:
         assert self._pool is not None, "start() first"
-        if not _running(self._pid):
-            # It stopped while idle (the OOM killer, an administrator): the file it
-            # would have been handed is not to blame; a fresh process reads it.
-            log.warning("parser_restarted", pid=self._pid, reason="the process had stopped")
-            self.kill()
-            await self.start()
-            assert self._pool is not None
         invoice, records = await asyncio.wrap_future(self._pool.submit(_parse, data, check_xsd))
         for level, logger, message in records:  # what pypdf said, as our own log lines
             emit = log.warning if level >= logging.ERROR else log.debug
@@ -185,9 +190,18 @@ class _Worker:
 class ParserPool:
     """`workers` parsers; `parse()` waits for a free one, then at most `timeout_s`."""
 
-    def __init__(self, workers: int, timeout_s: float, memory_mb: int) -> None:
+    def __init__(
+        self,
+        workers: int,
+        timeout_s: float,
+        memory_mb: int,
+        *,
+        prepare: Callable[[], int] = warm_up,
+    ) -> None:
+        """`prepare` runs in each new worker before its first parse and returns its
+        pid (a module-level function: it is sent to the worker by name)."""
         self._timeout_s = timeout_s
-        self._workers = [_Worker(memory_mb * 1024 * 1024) for _ in range(workers)]
+        self._workers = [_Worker(memory_mb * 1024 * 1024, prepare) for _ in range(workers)]
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         for worker in self._workers:
             self._idle.put_nowait(worker)
@@ -271,6 +285,10 @@ class ParserPool:
                 self._idle.put_nowait(worker)
 
         await asyncio.gather(*(one() for _ in self._workers))
+
+    def pids(self) -> list[int]:
+        """The worker processes started (for tests and diagnostics)."""
+        return [w.pid for w in self._workers if w.pid is not None]
 
     def close(self) -> None:
         for worker in self._workers:

@@ -1,120 +1,26 @@
-"""Shared fixtures: real folders in tmp_path, real invoices, the emulator on loopback."""
+"""Fixtures: real folders in tmp_path, the emulator on loopback, services in this loop."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+from helpers import LOGIN, OTHER_LOGIN, OTHER_SECRET, SECRET, Workspace
 
 from daemon import config
 from daemon.service import Service
 from daemon.testing.emulator import Emulator, serve
-from daemon.testing.samples import facturx_pdf
+from daemon.timing import Intervals
 
-LOGIN = "acme-corp-1234"
-SECRET = "s3cret-key-for-tests"
-OTHER_LOGIN = "other-org-5678"
-OTHER_SECRET = "other-s3cret"
-ENV = {"QONTO_SECRET_KEY": SECRET, "QONTO_SECRET_KEY_OTHER": OTHER_SECRET}
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-async def wait_for(
-    condition: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition"
-) -> None:
-    """Poll `condition` until it holds; fail after `timeout_s` (never sleep and hope)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-@dataclass
-class Workspace:
-    root: Path
-    inbox: Path
-    done: Path
-    failed: Path
-    db: Path
-
-    def invoice(self, name: str, number: str | None = None, net_cents: int = 10000,
-                folder: Path | None = None) -> Path:
-        """A real Factur-X invoice written (whole) into the inbox."""
-        target = (folder or self.inbox) / name
-        tmp = target.with_name("." + target.name + ".tmp")
-        facturx_pdf(tmp, number or name, net_cents)
-        tmp.rename(target)
-        return target
-
-    def config_dict(self, base_url: str, **sections: Any) -> dict[str, Any]:
-        raw: dict[str, Any] = {
-            "qonto": {"base_url": base_url, "login": LOGIN, "secret_key_env": "QONTO_SECRET_KEY"},
-            "database": {"path": str(self.db)},
-            "watch": {"settle_seconds": 0.3, "rescan_seconds": 60.0},
-            "upload": {
-                "linger_seconds": 0.1,
-                "backoff_initial_seconds": 0.05,
-                "backoff_max_seconds": 0.2,
-                "auth_pause_initial_seconds": 0.3,
-                "auth_pause_max_seconds": 0.6,
-                "timeout_seconds": 5.0,
-            },
-            "service": {"shutdown_grace_seconds": 5.0},
-            "folders": [
-                {"inbox": str(self.inbox), "done": str(self.done), "failed": str(self.failed)}
-            ],
-        }
-        for name, values in sections.items():
-            if isinstance(values, dict):
-                raw.setdefault(name, {}).update(values)
-            else:
-                raw[name] = values
-        return raw
-
-    def config(self, base_url: str, **sections: Any) -> config.Config:
-        return config.from_dict(
-            self.config_dict(base_url, **sections), env=ENV, base_dir=self.root
-        )
-
-    def write_toml(self, base_url: str, **sections: Any) -> Path:
-        path = self.root / "config.toml"
-        path.write_text(to_toml(self.config_dict(base_url, **sections)), encoding="utf-8")
-        return path
-
-
-def to_toml(raw: dict[str, Any]) -> str:
-    """Just enough TOML for our configs (tables, arrays of tables, scalars)."""
-    import json
-
-    def scalar(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        return json.dumps(v, ensure_ascii=False)
-
-    lines: list[str] = []
-    for name, value in raw.items():
-        if isinstance(value, list):
-            for item in value:
-                lines.append(f"[[{name}]]")
-                lines += [f"{k} = {scalar(v)}" for k, v in item.items()]
-        else:
-            lines.append(f"[{name}]")
-            lines += [f"{k} = {scalar(v)}" for k, v in value.items()]
-        lines.append("")
-    return "\n".join(lines)
+# Intervals short enough that no test waits out the daemon's own rhythms.
+QUICK = Intervals(
+    journal_check_s=0.2, status_s=0.2, rescan_gap_s=0.2, watcher_start_s=1.0,
+    parser_retry_s=0.5, einvoice_recheck_s=0.5, einvoice_paused_s=0.2, idle_poll_s=0.02,
+)
 
 
 @pytest.fixture
@@ -159,8 +65,10 @@ class Running:
 async def start() -> AsyncIterator[Callable[..., Awaitable[Running]]]:
     started: list[Running] = []
 
-    async def _start(cfg: config.Config, once: bool = False) -> Running:
-        running = Running(Service(cfg, once=once))
+    async def _start(
+        cfg: config.Config, once: bool = False, intervals: Intervals = QUICK
+    ) -> Running:
+        running = Running(Service(cfg, once=once, intervals=intervals))
         started.append(running)
         return running
 

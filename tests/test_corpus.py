@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import LOGIN, sha256_of
+from helpers import LOGIN, sha256_of
 
 from daemon.flow import examine as inspect
 

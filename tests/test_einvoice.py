@@ -12,20 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ENV, LOGIN, Workspace, sha256_of, to_toml, wait_for
-from test_service import events, names
+from helpers import (
+    ENV,
+    FAST_EINVOICING,
+    LOGIN,
+    Workspace,
+    events,
+    names,
+    sending,
+    sha256_of,
+    to_toml,
+    wait_for,
+)
 
 from daemon import cli
 from daemon.journal import Journal
 from daemon.testing.samples import facturx_pdf
-
-FAST = {"poll_initial_seconds": 0.2, "poll_max_seconds": 0.4, "track_days": 30.0}
-
-
-def sending(ws: Workspace, url: str, **sections: Any) -> dict[str, Any]:
-    raw = ws.config_dict(url, einvoicing=FAST, **sections)
-    raw["folders"][0]["send_by_einvoice"] = True
-    return raw
 
 
 def unreachable(ws: Workspace, name: str) -> Path:
@@ -111,7 +113,6 @@ async def test_a_refusal_is_recorded_then_retried_once_fixed(ws, fast, start, _l
     assert await command("retry", "--einvoice", "--config", str(toml),
                          str(ws.done / "nobody.pdf")) == 0
     assert "will send again" in capsys.readouterr().out
-    running.service._einvoicing.wake()  # else within half a minute
     await wait_for(lambda: events(_logs, "einvoice_submitted"), what="the second send")
     assert list(emulator.sent) == [invoice_id]
     assert await running.stop() == 0
@@ -157,7 +158,7 @@ async def test_a_lost_answer_to_the_send_never_submits_twice(ws, fast, start, _l
 
 async def test_a_folder_that_does_not_send_never_calls_e_invoicing(ws, fast, start, _logs):
     emulator, url = fast
-    running = await start(ws.config(url, einvoicing=FAST))
+    running = await start(ws.config(url, einvoicing=FAST_EINVOICING))
     ws.invoice("plain.pdf", "P-1")
     await wait_for(lambda: "plain.pdf" in names(ws.done), what="plain.pdf in done/")
     await asyncio.sleep(0.5)

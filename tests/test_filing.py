@@ -7,8 +7,7 @@ import json
 import os
 import shutil
 
-from conftest import ENV, LOGIN, Workspace, sha256_of, wait_for
-from test_service import events, journal_row, names
+from helpers import ENV, LOGIN, Workspace, events, journal_row, names, sha256_of, wait_for
 
 from daemon import config as config_mod
 from daemon.journal import Journal

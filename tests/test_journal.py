@@ -8,8 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import ENV, LOGIN, sha256_of, wait_for
-from test_service import events, names
+from helpers import ENV, LOGIN, events, names, sha256_of, wait_for
 
 from daemon import cli
 from daemon import config as config_mod
@@ -65,7 +64,7 @@ def unusable(tmp_path: Path, db: Path, capsys: pytest.CaptureFixture[str]) -> st
         "folders": [{"inbox": str(tmp_path / "in"), "done": str(tmp_path / "done"),
                      "failed": str(tmp_path / "failed")}],
     }
-    from conftest import to_toml
+    from helpers import to_toml
 
     toml = tmp_path / "config.toml"
     toml.write_text(to_toml(raw), encoding="utf-8")
@@ -227,7 +226,7 @@ def test_lookup_beside_a_daemon_of_the_previous_version(tmp_path, capsys):
     import hashlib
     import json as jsonlib
 
-    from conftest import to_toml
+    from helpers import to_toml
 
     invoice = tmp_path / "a.pdf"
     invoice.write_bytes(b"%PDF-1.7 old\n%%EOF\n")

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import wait_for
+from helpers import wait_for
 
 from daemon.notify import Notifier
 

@@ -6,9 +6,19 @@ import asyncio
 import signal
 
 import pytest
-from conftest import ENV, LOGIN, Workspace, to_toml, wait_for
-from e2e.test_signals import daemon, finish, log_events, seen
-from test_service import events, names
+from helpers import (
+    ENV,
+    LOGIN,
+    Workspace,
+    daemon,
+    events,
+    finish,
+    log_events,
+    names,
+    seen,
+    to_toml,
+    wait_for,
+)
 
 from daemon import config as config_mod
 from daemon.errors import ConfigError

@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from helpers import wait_for
 
+from daemon.invoice_xml import Invoice
 from daemon.parsers import ParseFailed, ParserPool
 from daemon.testing.samples import facturx_pdf, slow_pdf
+from daemon.testing.slow import slow_parser_start
 
 
 @pytest.fixture
@@ -56,8 +58,8 @@ async def test_a_pdf_that_wants_too_much_memory_is_stopped(tmp_path):
 async def test_a_cancelled_parse_kills_its_worker(pool):
     task = asyncio.ensure_future(pool.parse(slow_pdf(60_000_000)))
 
-    await wait_for(lambda: any(w._pid for w in pool._workers), what="the worker to start")
-    pid = next(w._pid for w in pool._workers if w._pid)
+    await wait_for(lambda: bool(pool.pids()), what="the worker to start")
+    (pid,) = pool.pids()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -110,10 +112,28 @@ async def test_closing_the_pool_while_its_parsers_start_is_quiet():
 async def test_a_parser_that_died_while_idle_does_not_fail_the_next_file(pool, tmp_path):
     pdf = facturx_pdf(tmp_path / "a.pdf", "A-1").read_bytes()
     assert (await pool.parse(pdf)).number == "A-1"
-    pids = [w._pid for w in pool._workers if w._pid is not None]
+    pids = pool.pids()
     for pid in pids:  # the OOM killer, or an administrator
         os.kill(pid, signal.SIGKILL)
     for pid in pids:
         await wait_for(lambda pid=pid: not alive(pid), timeout_s=10, what="the parser gone")
     for _ in range(3):
         assert (await pool.parse(pdf)).number == "A-1"
+
+
+async def test_a_parser_restarted_after_dying_idle_does_not_spend_the_files_time(tmp_path):
+    # Its start (1.5 s here) is not the file's time (1 s): a good invoice is read,
+    # never judged unreadable because the machine was slow to start a process.
+    slow_start = ParserPool(workers=1, timeout_s=1.0, memory_mb=512, prepare=slow_parser_start)
+    try:
+        await slow_start.warm()
+        (pid,) = slow_start.pids()
+        os.kill(pid, signal.SIGKILL)  # the OOM killer, while the parser is idle
+        await wait_for(lambda: not alive(pid), timeout_s=10, what="the parser to die")
+        good = facturx_pdf(tmp_path / "g.pdf", "G-9").read_bytes()
+        read = await slow_start.read(good, asyncio.Event())
+        assert isinstance(read, Invoice), read
+        assert read.number == "G-9"
+        assert slow_start.pids() and slow_start.pids() != [pid]
+    finally:
+        slow_start.close()

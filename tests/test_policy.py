@@ -8,9 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import LOGIN, Workspace, sha256_of
-from e2e.test_cli import run_cli
-from test_service import events, journal_row, names
+from helpers import LOGIN, Workspace, events, journal_row, names, run_cli, sha256_of
 
 from daemon.commands.demo import tiny_png
 from daemon.testing.samples import facturx_pdf, facturx_xml, plain_pdf
@@ -109,7 +107,7 @@ async def test_the_policy_can_differ_per_folder(ws, qonto, start):
     raw = ws.config_dict(url, validation={"facturx": "warn"})
     raw["folders"].append({"inbox": str(strict), "done": str(strict / "done"),
                            "failed": str(strict / "failed"), "facturx": "require"})
-    from conftest import ENV
+    from helpers import ENV
 
     from daemon import config as config_mod
 
@@ -176,7 +174,7 @@ async def test_a_queued_file_rewritten_before_it_was_sent_holds_no_number(
     emulator.faults.unauthorized = True
     running = await start(ws.config(url))
     path = ws.invoice("F-7.pdf", "F-7")
-    from conftest import wait_for
+    from helpers import wait_for
 
     await wait_for(lambda: events(_logs, "org_paused"), what="the organization to pause")
     again = facturx_pdf(ws.root / "again.pdf", "F-7", date="20261125")

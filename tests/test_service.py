@@ -8,28 +8,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-from conftest import ENV, LOGIN, OTHER_LOGIN, Workspace, sha256_of, wait_for
+from helpers import (
+    ENV,
+    LOGIN,
+    OTHER_LOGIN,
+    Workspace,
+    events,
+    journal_row,
+    names,
+    sha256_of,
+    wait_for,
+)
 
 from daemon import config as config_mod
 from daemon.journal import Journal
 from daemon.testing.emulator import Emulator
 from daemon.testing.samples import facturx_pdf
-
-
-def names(folder: Path) -> set[str]:
-    return {p.name for p in folder.iterdir() if p.is_file()} if folder.exists() else set()
-
-
-def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    return [e for e in logs if e["event"] == name]
-
-
-async def journal_row(ws: Workspace, sha: str, org: str = LOGIN) -> Any:
-    journal = await Journal.open(ws.db)
-    try:
-        return await journal.get(org, sha)
-    finally:
-        await journal.close()
 
 
 async def test_startup_pickup_imports_and_records(ws, qonto, start, _logs):
@@ -192,7 +186,7 @@ async def test_done_and_failed_inside_the_inbox_are_not_input(ws, qonto, start):
     ws.invoice("new.pdf")
     await wait_for(lambda: "new.pdf" in names(ws.done), what="new.pdf in done/")
     facturx_pdf(ws.done / "later.pdf", "LATER")  # written into done/ while running
-    running.service._rescan_now.set()
+    running.service.rescan()
     await asyncio.sleep(0.5)
     assert len(emulator.invoices_of(LOGIN)) == 1
     assert names(inner_failed) == {"bad.pdf"}
@@ -201,21 +195,13 @@ async def test_done_and_failed_inside_the_inbox_are_not_input(ws, qonto, start):
 
 async def test_batches_respect_every_limit(ws, qonto, start):
     emulator, url = qonto
-    seen: list[tuple[int, int]] = []  # (files, body bytes) per request
-    original = emulator._read_files
-
-    async def spy(request: Any, names: list[str]) -> Any:
-        files = await original(request, names)
-        seen.append((len(files), request.content_length or 0))
-        return files
-
-    emulator._read_files = spy  # type: ignore[method-assign]
     for i in range(12):
         ws.invoice(f"n{i:02}.pdf", f"N{i}", 100 + i)
     limit = 12_000  # about three of these invoices per request
     cfg = ws.config(url, upload={"max_request_bytes": limit, "linger_seconds": 0.5})
     assert await asyncio.wait_for((await start(cfg, once=True)).task, 60) == 0
     assert len(emulator.invoices_of(LOGIN)) == 12
+    seen = emulator.bodies  # (files, body bytes) per request
     assert sum(n for n, _ in seen) == 12
     assert all(1 <= n <= 5 for n, _ in seen)
     assert all(size <= limit for _, size in seen), seen

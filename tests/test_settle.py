@@ -7,8 +7,16 @@ import json
 import os
 import time
 
-from conftest import LOGIN, sha256_of, wait_for
-from test_service import events, journal_row, names
+from helpers import (
+    LOGIN,
+    events,
+    journal_row,
+    journal_state,
+    names,
+    sha256_of,
+    wait_for,
+    wait_until,
+)
 
 from daemon.testing.samples import facturx_pdf
 
@@ -87,6 +95,12 @@ async def test_replaced_by_same_size_and_mtime_during_upload_is_imported_too(ws,
     assert first in emulator.invoices_of(LOGIN)
     (done,) = list(ws.done.iterdir())
     assert sha256_of(done) == second
-    assert (await journal_row(ws, second)).state == "done"
+    await wait_until(
+        lambda: _state_is(ws, second, "done"), what="the new content recorded in done/"
+    )
     assert (await journal_row(ws, first)).state == "imported"  # sent, but its file is gone
     assert await running.stop() == 0
+
+
+async def _state_is(ws, sha: str, state: str) -> bool:
+    return await journal_state(ws, sha) == state

@@ -99,12 +99,11 @@ async def test_a_reduced_share_never_stands_in_the_way_of_full_share_callers():
     await low
 
 
-def test_an_auth_pause_ends_by_the_clock_alone(monkeypatch):
-    from daemon.flow import upload as uploader
+def test_an_auth_pause_ends_by_the_clock_alone():
+    from daemon.flow.orgs import AuthGate
 
     now = [100.0]
-    monkeypatch.setattr(uploader.time, "monotonic", lambda: now[0])
-    gate = uploader.AuthGate(initial_s=60.0, max_s=900.0)
-    assert gate.close(now[0]) == 60.0 and gate.paused
+    gate = AuthGate(initial_s=60.0, max_s=900.0, clock=lambda: now[0])
+    assert gate.close() == 60.0 and gate.paused
     now[0] += 61.0  # nobody waited on it (no file to upload): e-invoices may go on
     assert not gate.paused

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 from aioresponses import CallbackResult, aioresponses
-from conftest import LOGIN, sha256_of, wait_for
+from helpers import LOGIN, sha256_of, wait_for
 
 BASE = "https://thirdparty.example.test"
 URL = re.compile(r"^https://thirdparty\.example\.test/v2/client_invoices/bulk$")

@@ -12,8 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from conftest import LOGIN, sha256_of, wait_for
-from test_service import events, names
+from helpers import LOGIN, events, names, sha256_of, wait_for
 
 from daemon.testing.samples import facturx_pdf
 
@@ -95,23 +94,30 @@ async def test_once_watching_is_set_a_new_file_is_reported(tmp_path):
 async def test_a_rescan_asked_for_during_a_listing_gets_a_listing_of_its_own(ws):
     # A watcher restart (or SIGHUP) while the inboxes are being listed: what was
     # created behind the listing's back is found by the next one, not an hour later.
-    from daemon.service import Service
+    from daemon.flow.books import Books
+    from daemon.flow.discover import Discovery
+    from daemon.flow.settle import Settler, Unfinished
+    from daemon.timing import Intervals
 
-    service = Service(ws.config("http://127.0.0.1:9", watch=HOUR))
+    cfg = ws.config("http://127.0.0.1:9", watch=HOUR)
+    settler = Settler(1.0, 600.0)
+    books = Books(settler, Unfinished(600.0, 1.0))
+    stopping = asyncio.Event()
     listings: list[Path] = []
 
-    async def listing(folder: Any) -> bool:
-        listings.append(folder.inbox)
-        if len(listings) == 1:
-            service._rescan_now.set()  # asked for while this listing runs
-        return True
+    class Listing(Discovery):
+        async def scan(self, folder: Any) -> bool:
+            listings.append(folder.inbox)
+            if len(listings) == 1:
+                self.rescan()  # asked for while this listing runs
+            return await super().scan(folder)
 
-    service._scan = listing  # type: ignore[method-assign]
-    service._watching.set()
-    service._scanned_once.set()  # past start-up
-    loop = asyncio.create_task(service._rescan_loop())
+    discovery = Listing(
+        cfg, books, stopping, intervals=Intervals(watcher_start_s=0.0, rescan_gap_s=0.05)
+    )
+    loop = asyncio.create_task(discovery.rescan_loop())
     try:
         await wait_for(lambda: len(listings) >= 2, timeout_s=10, what="a second listing")
     finally:
-        service._stopping.set()
+        stopping.set()
         await asyncio.wait_for(loop, timeout=10)

@@ -8,7 +8,8 @@ from pathlib import Path
 from .. import logs
 from ..config import Config
 from ..errors import UnsafeFile
-from ..flow.examine import Content, read_regular
+from ..flow.examine import read_regular
+from ..flow.records import Content
 
 # 75: a temporary failure (a full disk under the journal): systemd may restart.
 # 78: a person must act (configuration, an unusable journal): systemd must not.

@@ -1,4 +1,4 @@
-"""Sending imported invoices by e-invoice, then following their lifecycle.
+"""Step 8: sending imported invoices by e-invoice, then following their lifecycle.
 
 For folders with `send_by_einvoice = true`, the journal records the intent
 to send in the same transaction as the invoice_id (journal.record_imported),
@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -31,7 +31,8 @@ from ..backoff import next_delay
 from ..config import EinvoicingConfig, UploadConfig
 from ..errors import AuthProblem, Rejected, Transient
 from ..journal import Einvoice, EinvoiceState, Journal
-from ..qonto import QontoClient
+from ..timing import DEFAULT, Intervals
+from .orgs import Org
 
 log = structlog.get_logger()
 
@@ -55,84 +56,71 @@ REJECTED_HINT = (
     "run `qonto-invoice-daemon retry --einvoice PATH`"
 )
 _DUE_BATCH = 100
-_RECHECK_S = 30.0  # the journal is read again at least this often (`retry --einvoice`)
-_PAUSED_RECHECK_S = 5.0
-
-
-class Pausable(Protocol):
-    """The organization's uploader: e-invoicing shares its pause after a 401/403."""
-
-    @property
-    def paused(self) -> bool: ...
-
-    def pause(self, exc: AuthProblem) -> None: ...
-
 
 class Einvoicing:
     def __init__(
         self,
         *,
         journal: Journal,
-        clients: Mapping[str, QontoClient],
-        orgs: Mapping[str, Pausable],
+        orgs: Mapping[str, Org],
         settings: EinvoicingConfig,
         upload: UploadConfig,
         stopping: asyncio.Event,
         rng: random.Random | None = None,
+        intervals: Intervals = DEFAULT,
     ) -> None:
         self._journal = journal
-        self._clients = clients
         self._orgs = orgs
         self._settings = settings
         self._upload = upload
         self._stopping = stopping
         self._rng = rng or random.Random()
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        """New pending e-invoices (an import was just recorded): look now."""
-        self._wake.set()
+        self._intervals = intervals
 
     async def run(self) -> None:
+        woken = [org.einvoices_recorded for org in self._orgs.values()]
         while not self._stopping.is_set():
-            self._wake.clear()
-            # Organizations configured and not paused: another's rows never block them.
-            active = [key for key, org in self._orgs.items()
-                      if key in self._clients and not org.paused]
+            for event in woken:
+                event.clear()
+            # Organizations not paused: another's rows never block them.
+            active = [key for key, org in self._orgs.items() if not org.paused]
             due = await self._journal.einvoices_due(active, time.time(), _DUE_BATCH)
             for e in due:
                 if self._stopping.is_set():
                     return
-                org, client = self._orgs[e.org], self._clients[e.org]
+                org = self._orgs[e.org]
                 if org.paused:  # paused by an answer in this round
                     continue
-                if e.state == EinvoiceState.PENDING:
-                    await self._send(e, client, org)
+                if e.state is EinvoiceState.PENDING:
+                    await self._send(e, org)
                 else:
-                    await self._track(e, client, org)
+                    await self._track(e, org)
             if len(due) == _DUE_BATCH:
                 continue
             # A pause ends by the clock: look again soon while one lasts.
-            wait_s = _PAUSED_RECHECK_S if len(active) < len(self._clients) else _RECHECK_S
+            wait_s = (
+                self._intervals.einvoice_paused_s if len(active) < len(self._orgs)
+                else self._intervals.einvoice_recheck_s
+            )
             next_at = await self._journal.next_einvoice_at(active)
             if next_at is not None:
                 wait_s = min(wait_s, max(0.0, next_at - time.time()))
             if wait_s > 0 or not due:
-                await wait_first(self._stopping, self._wake, timeout_s=max(wait_s, 0.05))
+                await wait_first(self._stopping, *woken, timeout_s=max(wait_s, 0.05))
 
     async def _where(self, e: Einvoice) -> Any:
         record = await self._journal.get(e.org, e.sha256)
         return record.path if record is not None else None
 
-    async def _send(self, e: Einvoice, client: QontoClient, org: Pausable) -> None:
+    async def _send(self, e: Einvoice, org: Org) -> None:
         bound = log.bind(org=e.org, invoice_id=e.invoice_id, path=await self._where(e))
         try:
-            await client.send_by_einvoice(e.invoice_id)
+            await org.client.send_by_einvoice(e.invoice_id)
         except Transient as exc:
             await self._later(e, exc, bound, "einvoice_send_retry")
             return
         except AuthProblem as exc:
-            await self._pause(e, org, exc)
+            await org.refused(exc)  # 401/403: e-invoices and uploads alike
             return
         except Rejected as exc:
             await self._journal.update_einvoice(
@@ -148,15 +136,15 @@ class Einvoicing:
         )
         bound.info("einvoice_submitted", next_check_s=self._settings.poll_initial_s)
 
-    async def _track(self, e: Einvoice, client: QontoClient, org: Pausable) -> None:
+    async def _track(self, e: Einvoice, org: Org) -> None:
         bound = log.bind(org=e.org, invoice_id=e.invoice_id)
         try:
-            invoice = await client.client_invoice(e.invoice_id)
+            invoice = await org.client.client_invoice(e.invoice_id)
         except Transient as exc:
             await self._later(e, exc, bound, "einvoice_check_retry")
             return
         except AuthProblem as exc:
-            await self._pause(e, org, exc)
+            await org.refused(exc)  # 401/403: e-invoices and uploads alike
             return
         except Rejected as exc:
             if exc.status != 404:  # not a refusal to act on: look again later
@@ -199,11 +187,6 @@ class Einvoicing:
         if expired and not ended:
             bound.info("einvoice_tracking_ended", track_days=self._settings.track_days,
                        einvoicing_status=status, codes=sorted(seen))
-
-    async def _pause(self, e: Einvoice, org: Pausable, exc: AuthProblem) -> None:
-        """401/403: the organization pauses, e-invoices and uploads alike."""
-        await self._journal.note_org(e.org, paused=True, reason=exc.hint, error=str(exc))
-        org.pause(exc)
 
     async def _later(self, e: Einvoice, exc: Transient, bound: Any, event: str) -> None:
         delay_s = next_delay(

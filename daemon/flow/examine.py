@@ -1,4 +1,4 @@
-"""What a file is: read it safely, hash it, and decide whether Qonto could ever take it.
+"""Step 3: what a file is. Read it safely, hash it, and decide whether Qonto could take it.
 
 Everything here blocks (open, read, hash, PDF parsing): call it in a thread.
 """
@@ -10,58 +10,16 @@ import hashlib
 import io
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FileChanged, UnsafeFile
 from ..identity import Identity, describe_mode
+from .records import Content, Inspection, Kind, Problem
 
-PDF, JPEG, PNG = "pdf", "jpeg", "png"
+PDF, JPEG, PNG = Kind.PDF, Kind.JPEG, Kind.PNG
 _HEAD_BYTES = 1024
-CONTENT_TYPES = {PDF: "application/pdf", JPEG: "image/jpeg", PNG: "image/png"}
 EXTENSIONS = {".pdf": PDF, ".jpg": JPEG, ".jpeg": JPEG, ".png": PNG}
 
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Why a file can never be accepted: a short code and what a person can do."""
-
-    reason: str
-    detail: str
-
-
-@dataclass(frozen=True)
-class Content:
-    """A file's bytes as read once, with the stat they were read under.
-
-    `data` holds the whole file when it is within the read limit, else only
-    its first bytes (enough to tell its type); `sha256` and `size` are always
-    those of the whole file.
-    """
-
-    data: bytes
-    sha256: str
-    identity: Identity
-
-    @property
-    def size(self) -> int:
-        return self.identity.size
-
-
-@dataclass(frozen=True)
-class Inspection:
-    sha256: str
-    identity: Identity
-    kind: str | None
-    problem: Problem | None
-    # False when the content stops short of its format's end marker: the
-    # writer has not finished (or gave up half-way). Such a file is never sent.
-    complete: bool = True
-
-    @property
-    def size(self) -> int:
-        return self.identity.size
 
 
 def read_regular(path: Path, limit_bytes: int) -> Content:
@@ -119,7 +77,7 @@ def read_regular(path: Path, limit_bytes: int) -> Content:
         return Content(data=buf.getvalue(), sha256=digest.hexdigest(), identity=after)
 
 
-def sniff(data: bytes) -> str | None:
+def sniff(data: bytes) -> Kind | None:
     """The file's type from its first bytes, whatever its name says."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return PNG
@@ -131,20 +89,20 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def is_complete(data: bytes, kind: str) -> bool:
+def is_complete(data: bytes, kind: Kind) -> bool:
     """Whether the content ends the way a finished file of its kind ends.
 
     A PDF ends with `%%EOF` (incremental updates append another one, so the
     last 1,024 bytes are searched, as PDF readers do); a PNG with its IEND
     chunk; a JPEG with the end-of-image marker that closes its last scan.
     """
-    if kind == PDF:
-        return b"%%EOF" in data[-_HEAD_BYTES:]
-    if kind == PNG:
-        return _PNG_IEND in data[-_HEAD_BYTES:]
-    if kind == JPEG:
-        return _jpeg_complete(data)
-    return True
+    match kind:
+        case Kind.PDF:
+            return b"%%EOF" in data[-_HEAD_BYTES:]
+        case Kind.PNG:
+            return _PNG_IEND in data[-_HEAD_BYTES:]
+        case Kind.JPEG:
+            return _jpeg_complete(data)
 
 
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: empty, with its CRC
@@ -236,9 +194,15 @@ def too_large(limit: int) -> Problem:
     )
 
 
-def truncated(kind: str, waited_s: float) -> Problem:
+def truncated(kind: Kind, waited_s: float) -> Problem:
     """The verdict on a file that stayed incomplete and unchanged for `waited_s`."""
-    end = {PDF: "%%EOF", PNG: "IEND chunk", JPEG: "end-of-image marker"}[kind]
+    match kind:
+        case Kind.PDF:
+            end = "%%EOF"
+        case Kind.PNG:
+            end = "IEND chunk"
+        case Kind.JPEG:
+            end = "end-of-image marker"
     return Problem(
         "truncated",
         f"the {kind.upper()} stops before its end ({end} missing) and has not changed for "

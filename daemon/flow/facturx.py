@@ -1,4 +1,4 @@
-"""The Factur-X policy's verdicts: what a file's invoice XML means for its import. Pure.
+"""Step 4: the Factur-X verdict, what a file's invoice XML means for its import. Pure.
 
 Reasons (a public contract, in sidecars and logs):
 - `not_facturx`: no invoice XML at all (a plain PDF, or an image), or XML that
@@ -15,13 +15,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import FacturxPolicy
 from ..invoice_xml import FACTURX, FACTURX_NAMES, XRECHNUNG, ZUGFERD1, Invoice
-from .examine import PDF, Problem
+from .records import Kind, Problem
 
 
-def facturx_verdict(kind: str, invoice: Invoice | None, unreadable: str | None) -> Problem | None:
+def under_policy(
+    policy: FacturxPolicy, kind: Kind | None, invoice: Invoice | None, unreadable: str | None
+) -> tuple[Problem | None, Problem | None]:
+    """(a reason to fail, a reason to warn) under a folder's Factur-X policy."""
+    if kind is None:
+        return None, None
+    match policy:
+        case FacturxPolicy.OFF:
+            return None, None
+        case FacturxPolicy.WARN:
+            return None, facturx_verdict(kind, invoice, unreadable)
+        case FacturxPolicy.REQUIRE:
+            return facturx_verdict(kind, invoice, unreadable), None
+
+
+def facturx_verdict(kind: Kind, invoice: Invoice | None, unreadable: str | None) -> Problem | None:
     """Why a file is not valid Factur-X, or None when it is."""
-    if kind != PDF:
+    if kind is not Kind.PDF:
         return Problem(
             "not_facturx",
             f"a {kind.upper()} image carries no Factur-X XML: send the invoice as the "

@@ -1,7 +1,8 @@
-"""Putting a file away: the journal first, then the move, then the log line.
+"""Step 7: putting a file away. The journal first, then the move, then the log line.
 
-Shared by the intake (duplicates, local rejections) and the uploader
-(imports, server rejections), so that every file ends the same way.
+Shared by the intake (duplicates, local rejections) and the uploads
+(imports, server rejections), so that every file ends the same way. The
+caller tells the books what became of the file.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ class Filing:
         # The last move error logged per file: a move retried at every scan
         # says so once, not every minute.
         self._move_errors: dict[Path, str] = {}
-        self.done_count = 0  # since start, for STATUS= and the heartbeat
-        self.failed_count = 0
 
     async def done(
         self,
@@ -61,6 +60,7 @@ class Filing:
             log.info("file_changed", path=path, sha256=sha256, org=org, detail=_CHANGED)
             raise
         except FileNotFoundError:
+            self._move_errors.pop(path, None)
             log.warning("file_vanished", path=path, sha256=sha256, org=org, invoice_id=invoice_id)
             return None
         except OSError as exc:
@@ -71,7 +71,6 @@ class Filing:
             )
             return None
         self._move_errors.pop(path, None)
-        self.done_count += 1
         await self._journal.mark_done(org, sha256, dest)
         if recovered:
             fields["recovered"] = True
@@ -137,7 +136,6 @@ class Filing:
             # A huge file and failed/ on another filesystem: copying gigabytes to file
             # a rejection is not worth it. It stays, with its reason beside it.
             sidecar = await asyncio.to_thread(mover.write_sidecar_beside, path, report)
-            self.failed_count += 1
             log.warning(
                 "file_failed", path=path, dest=path, sidecar=sidecar, sha256=sha256, org=org,
                 reason=reason, detail=detail,
@@ -150,6 +148,7 @@ class Filing:
             log.info("file_changed", path=path, sha256=sha256, org=org, detail=_CHANGED)
             raise
         except FileNotFoundError:
+            self._move_errors.pop(path, None)
             log.warning("file_vanished", path=path, sha256=sha256, org=org)
             return None
         except OSError as exc:
@@ -159,7 +158,6 @@ class Filing:
             )
             return None
         self._move_errors.pop(path, None)
-        self.failed_count += 1
         if sha256 is not None:
             await self._journal.mark_failed(org, sha256, dest, file_name, size, error)
         log.warning(
@@ -195,9 +193,6 @@ class Filing:
             "file_move_failed", path=path, folder=folder, error=error,
             hint=os_hint(exc, folder), detail=detail, **fields,
         )
-
-    def forget(self, path: Path) -> None:
-        self._move_errors.pop(path, None)
 
 
 def _drop_original(path: Path, expect: Identity) -> None:

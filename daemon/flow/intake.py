@@ -1,92 +1,58 @@
-"""From a settled file to a decision: failed/, done/ (content already known), or the upload queue.
+"""From a settled file to its fate: read -> examine -> parse -> decide -> act.
 
-The intake keeps the books of every file in the daemon's hands (`active`),
-takes settled files from a queue that is fair across folders, and inspects
-several at once: reading and hashing in threads, Factur-X parsing in the
-parser workers. Decisions that depend on the journal (the same content twice,
-the same invoice number twice) are taken one at a time.
+Several intake workers take settled files from a queue that is fair across
+folders: reading and hashing in threads, Factur-X parsing in the parser
+workers. Decisions that depend on the journal (the same content twice, the
+same invoice number twice) are taken one at a time. Every file ends in one
+`Outcome` handed to the books, or goes on to its organization's uploads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import defaultdict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from .. import qonto, watcher
-from ..aio import wait_first
-from ..config import Config, Folder
+from .. import qonto
+from ..config import Config, FacturxPolicy, Folder
 from ..errors import FileChanged, JournalUnavailable, UnsafeFile
-from ..identity import Identity
 from ..invoice_xml import Invoice
-from ..journal import Journal, Record, State
+from ..journal import Journal
 from ..parsers import ParserPool, ParserUnavailable
-from . import examine as inspect
+from ..timing import DEFAULT, MONOTONIC, Clock, Intervals
+from . import examine
 from .batcher import Limits
-from .facturx import duplicate_number, facturx_verdict
+from .books import Books
+from .decide import Decision, Verdict, decide
 from .filing import Filing
-from .settle import Settler, Unfinished
-from .upload import CHANGED, LEFT, OrgUploader, Pending
-from .upload import FAILED as UPLOAD_FAILED
-from .upload import IMPORTED as UPLOAD_IMPORTED
+from .records import Content, Inspection, Kind, Outcome, Pending, Problem, Seen
+from .settle import Settled, Unfinished
+from .upload import OrgUploader
 
 log = structlog.get_logger()
 
-
-_PARSER_RETRY_S = 30.0
 # A file too large for Qonto is still moved into failed/ when that is a copy,
 # up to this many times the file limit; beyond, it stays in the inbox.
 _MAX_COPY_FACTOR = 10
 
 
-class _Stopped(Exception):
-    """The daemon stops while a file is being inspected: it is left for the next start."""
+@dataclass(frozen=True)
+class Later:
+    """Look at the file again at `until`: it is not the file's fault, or not yet its time."""
+
+    seen: Seen
+    until: float
 
 
-class FairQueue:
-    """Settled files, handed out in turn from each folder: no backlog starves another folder."""
+@dataclass(frozen=True)
+class Queued:
+    """Handed on: to its organization's uploads, or to wait for its twin."""
 
-    def __init__(self) -> None:
-        self._lanes: dict[Path, deque[watcher.Seen]] = {}
-        self._turn: deque[Path] = deque()
-        self._ready = asyncio.Event()
 
-    def __len__(self) -> int:
-        return sum(len(lane) for lane in self._lanes.values())
-
-    def put(self, seen: watcher.Seen) -> None:
-        folder = seen.path.parent
-        lane = self._lanes.get(folder)
-        if lane is None:
-            lane = self._lanes[folder] = deque()
-            self._turn.append(folder)
-        lane.append(seen)
-        self._ready.set()
-
-    def get_nowait(self) -> watcher.Seen | None:
-        if not self._turn:
-            return None
-        folder = self._turn.popleft()
-        lane = self._lanes[folder]
-        seen = lane.popleft()
-        if lane:
-            self._turn.append(folder)
-        else:
-            del self._lanes[folder]
-        return seen
-
-    async def get(self, stopping: asyncio.Event) -> watcher.Seen | None:
-        """The next file, or None once the daemon stops."""
-        while not stopping.is_set():
-            seen = self.get_nowait()
-            if seen is not None:
-                return seen
-            self._ready.clear()
-            await wait_first(self._ready, stopping)
-        return None
+Step = Outcome | Later | Queued
 
 
 class Intake:
@@ -95,311 +61,196 @@ class Intake:
         config: Config,
         *,
         journal: Journal,
+        books: Books,
+        settled: Settled,
+        unfinished: Unfinished,
         filing: Filing,
-        settler: Settler,
-        settle_wake: asyncio.Event,
+        uploads: Mapping[str, OrgUploader],
         limits: Limits,
         parsers: ParserPool | None,
+        stopping: asyncio.Event,
         once: bool,
+        intervals: Intervals = DEFAULT,
+        clock: Clock = MONOTONIC,
     ) -> None:
         self.config = config
-        self.once = once
-        self.uploaders: dict[str, OrgUploader] = {}
+        self._once = once
         self._journal = journal
+        self._books = books
+        self._settled = settled
+        self._unfinished = unfinished
         self._filing = filing
-        self._settler = settler
-        self._settle_wake = settle_wake
+        self._uploads = uploads
         self._limits = limits
         self._parsers = parsers
+        self._stopping = stopping
+        self._intervals = intervals
+        self._clock = clock
         self._folders = {f.inbox: f for f in config.folders}
-        self._unfinished = Unfinished(
-            config.watch.incomplete_fail_s, recheck_s=max(config.watch.settle_s, 1.0)
-        )
-        self.queue = FairQueue()
-        self.active: set[Path] = set()  # settling, being inspected, waiting or sending
-        # Files whose content is already on its way from another file (key): they wait.
-        self._twins: dict[Path, list[Path]] = defaultdict(list)
-        self._warned: dict[Path, str] = {}
-        # Files too large to copy into failed/, left in the inbox with their report.
-        self._kept: dict[Path, Identity] = {}
-        self._decide = asyncio.Lock()  # journal-dependent decisions, one at a time
-        self._stopping = asyncio.Event()  # the service's, once run() starts
-        self.inspecting = 0
-        self.failed_files = 0
-        self.left_files = 0
+        self._deciding = asyncio.Lock()  # journal-dependent decisions, one at a time
+        self.examining = 0
 
     @property
     def idle(self) -> bool:
-        return not self.active and not len(self.queue) and self.inspecting == 0
+        return not len(self._settled) and self.examining == 0
 
-    # -- the books ----------------------------------------------------------------
-
-    def consider(self, seen: watcher.Seen, now: float) -> None:
-        """A file seen by a scan or the watcher: follow it until it settles."""
-        if seen.path in self._settler:
-            self._settler.observe(seen, now)
-        elif seen.path not in self.active:
-            self.active.add(seen.path)
-            self._settler.observe(seen, now)
-            self._settle_wake.set()
-
-    def finished(self, pending: Pending, outcome: str, _detail: str | None) -> None:
-        """Called by an uploader when a file leaves its hands."""
-        if outcome == CHANGED:
-            self.recheck(pending.path)
-            self._release_twins(pending.path, left=False)
-        else:
-            assert outcome in (UPLOAD_IMPORTED, UPLOAD_FAILED, LEFT)
-            self.release(pending.path, failed=outcome == UPLOAD_FAILED, left=outcome == LEFT)
-
-    def recheck(self, path: Path) -> None:
-        """Settle and inspect a file again (it changed, or its twin was just handled)."""
-        self.active.add(path)
-        self._settler.track(path, time.monotonic())
-        self._settle_wake.set()
-
-    def release(self, path: Path, *, failed: bool = False, left: bool = False) -> None:
-        """A file leaves the daemon's hands: filed, dropped, or left for the next run."""
-        if path in self.active:  # counted once, however many parts report it
-            self.failed_files += failed
-            self.left_files += left
-        self.active.discard(path)
-        self._unfinished.forget(path)
-        self._release_twins(path, left=left)
-
-    def _release_twins(self, path: Path, *, left: bool) -> None:
-        # Files that waited for this one are looked at again: now they are duplicates.
-        for twin in self._twins.pop(path, []):
-            if left:
-                self.release(twin, left=True)
-            else:
-                self.recheck(twin)
-
-    def warn_once(self, path: Path, event: str, detail: str, **fields: object) -> None:
-        if self._warned.get(path) != detail:
-            self._warned[path] = detail
-            log.warning(event, path=path, detail=detail, **fields)
-
-    # -- the work -----------------------------------------------------------------
-
-    async def run(self, stopping: asyncio.Event) -> None:
+    async def run(self) -> None:
         """One of several intake workers: take settled files until the daemon stops."""
-        self._stopping = stopping
-        while (seen := await self.queue.get(stopping)) is not None:
-            self.inspecting += 1
+        while (seen := await self._settled.get(self._stopping)) is not None:
+            self.examining += 1
             try:
-                await self.take(seen)
+                step = await self.take(seen)
             except JournalUnavailable:
-                self.release(seen.path, left=True)  # stopping with a full disk: next time
+                self._books.finish(seen.path, Outcome.LEFT)  # stopping with a full disk
                 return
             finally:
-                self.inspecting -= 1
+                self.examining -= 1
+            match step:
+                case Outcome():
+                    self._books.finish(seen.path, step)
+                case Later(seen=again, until=until):
+                    self._books.later(again, until)
+                case Queued():
+                    pass
 
-    async def take(self, seen: watcher.Seen) -> None:
-        """Inspect one settled file, then file it or queue it. One file's trouble stays its own."""
+    async def take(self, seen: Seen) -> Step:
+        """Examine one settled file, then file it or queue it. One file's trouble stays its own."""
         path = seen.path
         folder = self._folders[path.parent]
         name = qonto.upload_name(path.name)
-        if self._unfinished.unchanged(seen, time.monotonic()):
-            self._look_again(seen)  # still incomplete, still the same: nothing to read
-            return
+        if self._unfinished.unchanged(seen, self._clock()):
+            # Still incomplete, still the same: nothing to read.
+            return Later(seen, self._unfinished.next_look(path, self._clock()))
         limit = min(self.config.upload.max_file_bytes, self._fits_request(name))
         if seen.identity.size > limit:
-            await self._too_large(folder, seen, name, limit)
-            return
+            return await self._too_large(folder, seen, name, limit)
         content = await self._read(seen)
-        if content is None:
-            return
-        found = await asyncio.to_thread(inspect.examine, content, path.name, limit, limit)
+        if isinstance(content, Outcome):
+            return content
+        found = await asyncio.to_thread(examine.examine, content, path.name, limit, limit)
         try:
-            invoice, unreadable = await self._parse(folder, path, found, content)
-        except _Stopped:
-            self.release(path, left=True)
-            return
+            parsed = await self._parse(folder, path, found, content)
         except ParserUnavailable as exc:
             # Not the file's fault: it waits, and is looked at again in a while.
             log.error("parser_unavailable", path=path, error=str(exc),
                       hint="check memory and processes on this machine; the file waits")
-            self._settler.hold(seen, time.monotonic() + _PARSER_RETRY_S)
-            self._settle_wake.set()
-            return
+            return Later(seen, self._clock() + self._intervals.parser_retry_s)
+        if parsed is None:
+            return Outcome.LEFT  # the daemon stops: the file is read at the next start
+        invoice, unreadable = parsed
         try:
-            await self._decide_and_file(folder, path, name, found, invoice, unreadable)
+            return await self._decide_and_act(folder, path, name, found, invoice, unreadable)
         except FileChanged:
-            self.recheck(path)
+            return Outcome.CHANGED
 
-    async def _read(self, seen: watcher.Seen) -> inspect.Content | None:
+    async def _read(self, seen: Seen) -> Content | Outcome:
         path = seen.path
         try:
             content = await asyncio.to_thread(
-                inspect.read_regular, path, self.config.upload.max_file_bytes
+                examine.read_regular, path, self.config.upload.max_file_bytes
             )
         except FileNotFoundError:
-            self._filing.forget(path)
-            self.release(path)
-            return None
+            return Outcome.GONE
         except FileChanged:
-            self.recheck(path)
-            return None
+            return Outcome.CHANGED
         except UnsafeFile as exc:
-            self.release(path)
-            self.warn_once(path, "file_skipped", str(exc))
-            return None
+            self._books.warn_once(path, "file_skipped", str(exc))
+            return Outcome.GONE
         except OSError as exc:
-            self.release(path, left=True)
-            self.warn_once(
+            self._books.warn_once(
                 path, "file_unreadable", exc.strerror or str(exc),
                 hint="check the file's permissions; it is tried again at the next scan",
             )
-            return None
+            return Outcome.LEFT
         if content.identity != seen.identity:
-            self.recheck(path)  # written to again: settle afresh
-            return None
-        self._warned.pop(path, None)
+            return Outcome.CHANGED  # written to again: settle afresh
+        self._books.read_fine(path)
         return content
 
     async def _parse(
-        self, folder: Folder, path: Path, found: inspect.Inspection, content: inspect.Content
-    ) -> tuple[Invoice | None, str | None]:
-        """The invoice XML of a complete PDF (in a parser worker), or why it could not be read."""
+        self, folder: Folder, path: Path, found: Inspection, content: Content
+    ) -> tuple[Invoice | None, str | None] | None:
+        """(the invoice XML, why it could not be read) of a complete PDF, read in a
+        parser worker; None when the daemon stops first."""
         if (
             self._parsers is None
-            or folder.facturx == "off"
+            or folder.facturx is FacturxPolicy.OFF
             or found.problem is not None
-            or found.kind != inspect.PDF
+            or found.kind is not Kind.PDF
             or not found.complete
         ):
             return None, None
         log.debug("file_parsing", path=path, sha256=found.sha256)
-        found_xml = await self._parsers.read(content.data, self._stopping)
-        if found_xml is None:
-            raise _Stopped
-        if isinstance(found_xml, str):
-            return None, found_xml
-        return found_xml, None
+        read = await self._parsers.read(content.data, self._stopping)
+        if read is None:
+            return None
+        if isinstance(read, str):
+            return None, read
+        return read, None
 
-    async def _decide_and_file(
+    async def _decide_and_act(
         self,
         folder: Folder,
         path: Path,
         name: str,
-        found: inspect.Inspection,
+        found: Inspection,
         invoice: Invoice | None,
         unreadable: str | None,
-    ) -> None:
+    ) -> Step:
         """Decide under the lock (queueing, twins); file away outside it (moves can be slow)."""
-        org = folder.org.key
-        async with self._decide:
-            record = await self._journal.get(org, found.sha256)
-            # The journal already holds this very file (a kill, or a folder that refused it).
-            here = record is not None and record.path == path
-            known = (
-                record is not None and record.invoice_id
-                and record.state in (State.IMPORTED, State.DONE)
+        async with self._deciding:
+            decision = await decide(
+                self._journal, folder, path, found, invoice, unreadable,
+                numbers=self.config.validation.duplicate_number, in_hand=self._books,
             )
-            refused = record is not None and record.state == State.FAILED and here
-            problem: inspect.Problem | None = found.problem
-            if problem is None and not known and not refused and found.complete:
-                problem, warning = self._verdict(folder, found, invoice, unreadable)
-                if problem is None:
-                    problem = await self._number_taken(folder, path, found, invoice)
-                if problem is None:
-                    if self._queue_or_twin(folder, path, found, record):
-                        await self._enqueue(folder, path, name, found, invoice, warning)
-                    return
-        if found.problem is not None:
-            await self._fail(folder, path, found, name, found.problem, recovered=here)
-        elif known:
-            assert record is not None and record.invoice_id
-            await self._file_known(folder, path, record.path, found.sha256, record.invoice_id,
-                                   found.identity)
-        elif refused:
-            # Rejected before, and failed/ refused it: move it, never send it again.
-            assert record is not None
-            reason, _, detail = (record.last_error or "rejected: ").partition(": ")
-            await self._fail(folder, path, found, name, inspect.Problem(reason, detail),
-                             recovered=True)
-        elif not found.complete:
-            await self._incomplete(folder, path, found, name)
-        else:
-            assert problem is not None
-            await self._fail(folder, path, found, name, problem, invoice=invoice)
+            match decision.verdict:
+                case Verdict.SEND:
+                    await self._enqueue(folder, path, name, found, invoice, decision.warning)
+                    return Queued()
+                case Verdict.TWIN:
+                    assert decision.record is not None
+                    self._books.twin(decision.record.path, path)
+                    log.info("file_queued", path=path, sha256=found.sha256, org=folder.org.key,
+                             twin_of=decision.record.path)
+                    return Queued()
+                case Verdict.KNOWN | Verdict.FAIL | Verdict.INCOMPLETE:
+                    pass
+        return await self._act(folder, path, name, found, decision)
 
-    def _verdict(
-        self,
-        folder: Folder,
-        found: inspect.Inspection,
-        invoice: Invoice | None,
-        unreadable: str | None,
-    ) -> tuple[inspect.Problem | None, inspect.Problem | None]:
-        """(a reason to fail, a reason to warn) under the folder's Factur-X policy."""
-        if folder.facturx == "off" or found.kind is None:
-            return None, None
-        problem = facturx_verdict(found.kind, invoice, unreadable)
-        if problem is None:
-            return None, None
-        return (problem, None) if folder.facturx == "require" else (None, problem)
-
-    async def _number_taken(
-        self, folder: Folder, path: Path, found: inspect.Inspection, invoice: Invoice | None
-    ) -> inspect.Problem | None:
-        """A re-exported invoice: same seller and number as one already on its way, new bytes."""
-        policy = self.config.validation.duplicate_number
-        if policy == "off" or invoice is None or not (invoice.number and invoice.seller_key):
-            return None
-        first = await self._journal.find_number(
-            folder.org.key, invoice.seller_key, invoice.number, invoice.type_code,
-            other_than=found.sha256,
-        )
-        if first is not None and first.state in (State.QUEUED, State.SENDING) and (
-            first.path == path or first.path not in self.active
-        ):
-            # Queued, but its file was rewritten or removed before it was sent: that
-            # version never reached Qonto and never will; it holds no number.
-            first = None
-        if first is None:
-            return None
-        problem = duplicate_number(invoice, first.invoice_id, first.path)
-        if policy == "fail":
-            return problem
-        log.warning(
-            "duplicate_number", sha256=found.sha256, org=folder.org.key, number=invoice.number,
-            seller=invoice.seller, first_invoice_id=first.invoice_id, first_path=first.path,
-            detail=problem.detail,
-        )
-        return None
-
-    def _queue_or_twin(
-        self, folder: Folder, path: Path, found: inspect.Inspection, record: Record | None
-    ) -> bool:
-        """False when the same content is already on its way from another file: it waits."""
-        if (
-            record is not None
-            and record.state in (State.QUEUED, State.SENDING)
-            and record.path != path
-            and record.path in self.active
-        ):
-            self._twins[record.path].append(path)
-            log.info("file_queued", path=path, sha256=found.sha256, org=folder.org.key,
-                     twin_of=record.path)
-            return False
-        return True
+    async def _act(
+        self, folder: Folder, path: Path, name: str, found: Inspection, decision: Decision
+    ) -> Step:
+        match decision.verdict:
+            case Verdict.KNOWN:
+                assert decision.record is not None and decision.record.invoice_id
+                return await self._file_known(
+                    folder, path, decision.record.path, found, decision.record.invoice_id
+                )
+            case Verdict.FAIL:
+                assert decision.problem is not None
+                return await self._fail(
+                    folder, path, found, name, decision.problem,
+                    recovered=decision.recovered, invoice=decision.invoice,
+                )
+            case Verdict.INCOMPLETE:
+                return await self._incomplete(folder, path, found, name)
+            case Verdict.SEND | Verdict.TWIN:
+                raise AssertionError("taken under the lock")
 
     async def _enqueue(
         self,
         folder: Folder,
         path: Path,
         name: str,
-        found: inspect.Inspection,
+        found: Inspection,
         invoice: Invoice | None,
-        warning: inspect.Problem | None,
+        warning: Problem | None,
     ) -> None:
         org = folder.org.key
         self._unfinished.forget(path)
         await self._journal.enqueue(org, found.sha256, path, name, found.size, invoice,
                                     wait=False)
         assert found.kind is not None
-        content_type = inspect.CONTENT_TYPES[found.kind]
         if warning is not None:
             log.warning(
                 "facturx_warning", path=path, sha256=found.sha256, org=org,
@@ -410,7 +261,8 @@ class Intake:
             type=found.kind, facturx=invoice.label if invoice else None,
             number=invoice.number if invoice else None,
         )
-        self.uploaders[org].add(Pending(
+        content_type = found.kind.content_type
+        self._uploads[org].add(Pending(
             folder=folder,
             path=path,
             sha256=found.sha256,
@@ -425,28 +277,26 @@ class Intake:
         self,
         folder: Folder,
         path: Path,
-        found: inspect.Inspection,
+        found: Inspection,
         name: str,
-        problem: inspect.Problem,
+        problem: Problem,
         *,
         recovered: bool = False,
         invoice: Invoice | None = None,
-    ) -> None:
-        await self._filing.failed(
+    ) -> Outcome:
+        dest = await self._filing.failed(
             folder, path, sha256=found.sha256, file_name=name, size=found.size,
             reason=problem.reason, detail=problem.detail, expect=found.identity,
             recovered=recovered, invoice=invoice,
         )
-        self.release(path, failed=True)
+        # Not moved: the rejection is recorded; the next scan moves it, never sends it.
+        return Outcome.FAILED if dest is not None else Outcome.LEFT
 
-    async def _too_large(
-        self, folder: Folder, seen: watcher.Seen, name: str, limit: int
-    ) -> None:
+    async def _too_large(self, folder: Folder, seen: Seen, name: str, limit: int) -> Outcome:
         """Judged from its size alone: a 10 GB file is never read, nor hashed (nor copied)."""
-        if self._kept.get(seen.path) == seen.identity:
-            self.release(seen.path, failed=True)  # already judged, and left where it is
-            return
-        problem = inspect.too_large(limit)
+        if self._books.kept(seen):
+            return Outcome.KEPT  # already judged, and left where it is
+        problem = examine.too_large(limit)
         try:
             dest = await self._filing.failed(
                 folder, seen.path, sha256=None, file_name=name, size=seen.identity.size,
@@ -454,18 +304,17 @@ class Intake:
                 max_copy_bytes=_MAX_COPY_FACTOR * self.config.upload.max_file_bytes,
             )
         except FileChanged:
-            self.recheck(seen.path)
-            return
+            return Outcome.CHANGED
         if dest == seen.path:
-            self._kept[seen.path] = seen.identity
-        self.release(seen.path, failed=True)
+            self._books.keep(seen.path, seen.identity)
+        return Outcome.FAILED if dest is not None else Outcome.LEFT
 
     async def _incomplete(
-        self, folder: Folder, path: Path, found: inspect.Inspection, name: str
-    ) -> None:
+        self, folder: Folder, path: Path, found: Inspection, name: str
+    ) -> Step:
         """A file that held still but is not whole: wait for its writer, then give up."""
         assert found.kind is not None
-        now = time.monotonic()
+        now = self._clock()
         first, waited_s = self._unfinished.note(path, found.identity, now)
         if first:
             log.info(
@@ -475,17 +324,12 @@ class Intake:
                 f"{found.kind.upper()}: it waits for its writer to finish (at most "
                 f"{self._unfinished.fail_s:g} s unchanged, then it goes to failed/ as truncated)",
             )
-        if self.once:
-            self.release(path, left=True)
-        elif waited_s >= self._unfinished.fail_s:
-            problem = inspect.truncated(found.kind, waited_s)
-            await self._fail(folder, path, found, name, problem)
-        else:
-            self._look_again(watcher.Seen(path, found.identity))
-
-    def _look_again(self, seen: watcher.Seen) -> None:
-        self._settler.hold(seen, self._unfinished.next_look(seen.path, time.monotonic()))
-        self._settle_wake.set()
+        if self._once:
+            return Outcome.LEFT
+        if waited_s >= self._unfinished.fail_s:
+            problem = examine.truncated(found.kind, waited_s)
+            return await self._fail(folder, path, found, name, problem)
+        return Later(Seen(path, found.identity), self._unfinished.next_look(path, now))
 
     def _fits_request(self, name: str) -> int:
         """The largest file that fits in one request under this name."""
@@ -493,22 +337,16 @@ class Intake:
         return self.config.upload.max_request_bytes - framing
 
     async def _file_known(
-        self,
-        folder: Folder,
-        path: Path,
-        known_path: Path,
-        sha256: str,
-        invoice_id: str,
-        judged: Identity,
-    ) -> None:
+        self, folder: Folder, path: Path, known_path: Path, found: Inspection, invoice_id: str
+    ) -> Outcome:
         """Content that already has an invoice_id goes to done/ without another upload."""
         if known_path == path:  # imported, but not moved yet (crash, permissions)
             dest = await self._filing.done(
-                folder, path, sha256, invoice_id, expect=judged, recovered=True
+                folder, path, found.sha256, invoice_id, expect=found.identity, recovered=True
             )
         else:
             dest = await self._filing.done(
-                folder, path, sha256, invoice_id, expect=judged, event="file_duplicate",
-                duplicate_of=str(known_path),
+                folder, path, found.sha256, invoice_id, expect=found.identity,
+                event="file_duplicate", duplicate_of=str(known_path),
             )
-        self.release(path, left=dest is None)
+        return Outcome.DUPLICATE if dest is not None else Outcome.LEFT

@@ -1,17 +1,28 @@
-"""Deciding when a file is completely written. Pure: the caller stats and gives the time.
+"""Step 2: deciding when a file is completely written, and handing it to the intake.
 
 A file is settled once its identity (device, inode, size, mtime, ctime) has
 not changed, and no watcher event has named it, for `settle_s` on the daemon's
-own monotonic clock (a copied file keeps an old mtime, so its age proves nothing).
+own monotonic clock (a copied file keeps an old mtime, so its age proves
+nothing). `Settler` and `Unfinished` are pure: the loop stats and gives the time.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
+from .. import watcher
+from ..aio import wait_first
 from ..identity import Identity
-from ..watcher import Seen
+from ..timing import MONOTONIC, Clock
+from .books import Books
+from .records import Outcome, Seen
+
+log = structlog.get_logger()
 
 
 @dataclass
@@ -23,10 +34,13 @@ class _Track:
 
 
 class Settler:
+    """The files being watched until they hold still."""
+
     def __init__(self, settle_s: float, unstable_warning_s: float) -> None:
         self._settle_s = settle_s
         self._unstable_warning_s = unstable_warning_s
         self._tracks: dict[Path, _Track] = {}
+        self.wake = asyncio.Event()  # set when a file is added: the loop looks again
 
     def __len__(self) -> int:
         return len(self._tracks)
@@ -34,24 +48,24 @@ class Settler:
     def __contains__(self, path: object) -> bool:
         return path in self._tracks
 
-    def paths(self) -> list[Path]:
-        return list(self._tracks)
-
     def observe(self, seen: Seen, now: float) -> None:
         """A fresh stat of the file (from a scan or the settle loop)."""
         track = self._tracks.get(seen.path)
         if track is None:
             self._tracks[seen.path] = _Track(seen.identity, now, now)
+            self.wake.set()
         elif track.identity != seen.identity:
             track.identity, track.still_since = seen.identity, now
 
     def hold(self, seen: Seen, until: float) -> None:
         """Follow a file that may not settle before `until` even if it does not change."""
         self._tracks[seen.path] = _Track(seen.identity, until - self._settle_s, until)
+        self.wake.set()
 
     def track(self, path: Path, now: float) -> None:
         """Follow a file whose stat is not known yet; it settles after two still stats."""
         self._tracks.setdefault(path, _Track(None, now, now))
+        self.wake.set()
 
     def touched(self, path: Path, now: float) -> None:
         """A watcher event named the file: whatever its stat says, it is not still."""
@@ -116,6 +130,9 @@ class Unfinished:
         self.recheck_s = recheck_s
         self._files: dict[Path, _Short] = {}
 
+    def __len__(self) -> int:
+        return len(self._files)
+
     def unchanged(self, seen: Seen, now: float) -> bool:
         """Known incomplete in exactly this state, and not yet due for a verdict."""
         short = self._files.get(seen.path)
@@ -138,3 +155,77 @@ class Unfinished:
 
     def forget(self, path: Path) -> None:
         self._files.pop(path, None)
+
+
+class Settled:
+    """Settled files, handed out in turn from each folder: no backlog starves another folder."""
+
+    def __init__(self) -> None:
+        self._lanes: dict[Path, deque[Seen]] = {}
+        self._turn: deque[Path] = deque()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return sum(len(lane) for lane in self._lanes.values())
+
+    def put(self, seen: Seen) -> None:
+        folder = seen.path.parent
+        lane = self._lanes.get(folder)
+        if lane is None:
+            lane = self._lanes[folder] = deque()
+            self._turn.append(folder)
+        lane.append(seen)
+        self._ready.set()
+
+    def get_nowait(self) -> Seen | None:
+        if not self._turn:
+            return None
+        folder = self._turn.popleft()
+        lane = self._lanes[folder]
+        seen = lane.popleft()
+        if lane:
+            self._turn.append(folder)
+        else:
+            del self._lanes[folder]
+        return seen
+
+    async def get(self, stopping: asyncio.Event) -> Seen | None:
+        """The next file, or None once the daemon stops."""
+        while not stopping.is_set():
+            seen = self.get_nowait()
+            if seen is not None:
+                return seen
+            self._ready.clear()
+            await wait_first(self._ready, stopping)
+        return None
+
+
+async def settle_loop(
+    settler: Settler,
+    books: Books,
+    settled: Settled,
+    stopping: asyncio.Event,
+    clock: Clock = MONOTONIC,
+) -> None:
+    """Stat the files that may have settled; hand the settled ones to the intake."""
+    while not stopping.is_set():
+        due_s = settler.next_due(clock())
+        settler.wake.clear()
+        if due_s is None or due_s > 0:
+            await wait_first(stopping, settler.wake, timeout_s=due_s)
+            continue
+        stats = await asyncio.to_thread(watcher.stat_all, settler.due(clock()))
+        now = clock()
+        for path, seen in stats.items():
+            if seen is None:
+                settler.forget(path)
+                books.finish(path, Outcome.GONE)
+            else:
+                settler.observe(seen, now)
+        for seen in settler.settled(now):
+            settled.put(seen)
+        for path, age_s in settler.unstable(now):
+            log.warning(
+                "file_unstable", path=path, changing_for_s=round(age_s),
+                hint="still being written; it is sent once it stops changing",
+            )

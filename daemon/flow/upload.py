@@ -1,4 +1,4 @@
-"""Uploading one organization's waiting files, and deciding what each failure means.
+"""Step 6: uploading one organization's waiting files, and what each failure means.
 
 Per organization: a list of waiting files, a dispatcher that packs them into
 requests, and deliveries that retry, split or pause until each file is
@@ -17,16 +17,15 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from ..aio import wait_event, wait_first
-from ..backoff import auth_pause, next_delay
-from ..config import Folder, UploadConfig
+from ..backoff import next_delay
+from ..config import UploadConfig
 from ..errors import (
     AuthProblem,
     FileChanged,
@@ -37,108 +36,43 @@ from ..errors import (
     Unmatched,
     UnsafeFile,
 )
-from ..identity import Identity
 from ..journal import Journal
-from ..qonto import QontoClient, Upload
-from ..qonto.limits import Slots
+from ..qonto import Slots, Upload
 from . import batcher
-from . import examine as inspect
+from .books import Books
+from .examine import read_regular
 from .filing import Filing
+from .orgs import Org
+from .records import Content, Outcome, Pending
 
 log = structlog.get_logger()
 _batch_ids = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A settled, inspected file whose content waits for an invoice_id."""
-
-    folder: Folder
-    path: Path
-    sha256: str
-    file_name: str  # as sent to Qonto
-    name_key: str
-    identity: Identity  # of the file as judged, then as last read for sending
-    content_type: str
-    wire_bytes: int
-    queued_at: float = field(default_factory=time.monotonic, compare=False)
-
-    @property
-    def size(self) -> int:
-        return self.identity.size
-
-
-# What became of a pending file, for the service's bookkeeping.
-IMPORTED, FAILED, CHANGED, LEFT = "imported", "failed", "changed", "left"
-Finished = Callable[[Pending, str, str | None], None]
-
-
-class AuthGate:
-    """Holds an organization's uploads while its credentials are refused."""
-
-    def __init__(self, initial_s: float, max_s: float) -> None:
-        self._initial_s = initial_s
-        self._max_s = max_s
-        self._strikes = 0
-        self._until = 0.0
-        self._open = asyncio.Event()
-        self._open.set()
-
-    @property
-    def paused(self) -> bool:
-        # Over once its time is up, whether or not an upload has looked since.
-        return not self._open.is_set() and time.monotonic() < self._until
-
-    def close(self, now: float) -> float | None:
-        """Pause after a refusal; returns the pause, or None if already paused."""
-        if self.paused and now < self._until:
-            return None
-        pause_s = auth_pause(self._strikes, initial_s=self._initial_s, max_s=self._max_s)
-        self._strikes += 1
-        self._until = now + pause_s
-        self._open.clear()
-        return pause_s
-
-    def succeeded(self) -> None:
-        self._strikes = 0
-
-    async def wait_open(self, stopping: asyncio.Event) -> bool:
-        """Wait out the pause; False if the daemon is stopping meanwhile."""
-        while self.paused:
-            if await wait_event(stopping, self._until - time.monotonic()):
-                return False
-        self._open.set()
-        return not stopping.is_set()
 
 
 class OrgUploader:
     def __init__(
         self,
         *,
-        org: str,
-        client: QontoClient,
+        org: Org,
         journal: Journal,
+        books: Books,
         filing: Filing,
         settings: UploadConfig,
         limits: batcher.Limits,
         slots: Slots,
         stopping: asyncio.Event,
-        finished: Finished,
-        give_up_on_auth: bool = False,
         rng: random.Random | None = None,
-        einvoices_recorded: Callable[[], None] = lambda: None,
     ) -> None:
-        self.org = org
-        self._client = client
+        self.org = org.key
+        self._org = org
+        self._client = org.client
         self._journal = journal
+        self._books = books
         self._filing = filing
         self._settings = settings
         self._limits = limits
         self._slots = slots
         self._stopping = stopping
-        self._finished = finished
-        self._give_up_on_auth = give_up_on_auth
-        self._einvoices_recorded = einvoices_recorded
         self._rng = rng or random.Random()
         self._waiting: list[Pending] = []
         self._arrived = asyncio.Event()
@@ -146,8 +80,6 @@ class OrgUploader:
         self._in_flight_files = 0
         self._room = asyncio.Event()
         self._room.set()
-        self.gate = AuthGate(settings.auth_pause_initial_s, settings.auth_pause_max_s)
-        self.gave_up = False
         self._completing: set[asyncio.Future[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
 
@@ -166,7 +98,7 @@ class OrgUploader:
 
     @property
     def paused(self) -> bool:
-        return self.gate.paused or self.gave_up
+        return self._org.paused
 
     @property
     def idle(self) -> bool:
@@ -208,9 +140,9 @@ class OrgUploader:
             if not self._room.is_set():
                 await wait_first(self._room, self._stopping)
                 continue
-            if self.gate.paused and not await self.gate.wait_open(self._stopping):
+            if self._org.gate.paused and not await self._org.gate.wait_open(self._stopping):
                 return None
-            if self.gave_up:
+            if self._org.gave_up:
                 self._leave_waiting()
                 continue
             batch, rest = batcher.pack(self._waiting, self._limits)
@@ -234,7 +166,7 @@ class OrgUploader:
         """Files not sent stay queued in the journal and in their inbox."""
         waiting, self._waiting = self._waiting, []
         for pending in waiting:
-            self._finished(pending, LEFT, None)
+            self._books.finish(pending.path, Outcome.LEFT)
 
     async def _deliver_batch(self, batch: list[Pending]) -> None:
         self._in_flight_files += len(batch)
@@ -256,10 +188,10 @@ class OrgUploader:
         batch_id = f"{self.org}-{next(_batch_ids)}"
         bound = log.bind(batch_id=batch_id, org=self.org)
         while True:
-            if self.gave_up or self._stopping.is_set():
+            if self._org.gave_up or self._stopping.is_set():
                 self._leave(batch)
                 return
-            if self.gate.paused and not await self.gate.wait_open(self._stopping):
+            if self._org.gate.paused and not await self._org.gate.wait_open(self._stopping):
                 self._leave(batch)
                 return
             batch, uploads = await self._read_again(batch)
@@ -292,9 +224,7 @@ class OrgUploader:
                 continue
             except AuthProblem as exc:
                 await self._journal.note_error(self.org, [p.sha256 for p in batch], str(exc))
-                await self._journal.note_org(self.org, paused=True, reason=exc.hint,
-                                             error=str(exc))
-                self.pause(exc)
+                await self._org.refused(exc)
                 continue
             except (Rejected, Unmatched) as exc:
                 if len(batch) > 1:
@@ -304,7 +234,7 @@ class OrgUploader:
                     await self._reject(batch[0], exc)
                     return
                 raise AssertionError("a one-file answer always matches") from exc
-            self.gate.succeeded()
+            self._org.gate.succeeded()
             del uploads  # the bytes sent are not needed any more
             # The answer is in: it is recorded even if a stop cancels this delivery,
             # and filing it does not keep the next request waiting.
@@ -327,23 +257,6 @@ class OrgUploader:
             log.warning("batch_not_recorded", org=self.org, files=len(batch))
             self._leave(batch)
 
-    def pause(self, exc: AuthProblem) -> None:
-        """Hold the organization after a 401/403 (uploads and e-invoices alike)."""
-        if self._give_up_on_auth:
-            if not self.gave_up:
-                log.error(
-                    "org_paused", org=self.org, status=exc.status, error=str(exc),
-                    hint=exc.hint, pause_s=None,
-                )
-            self.gave_up = True
-            return
-        pause_s = self.gate.close(time.monotonic())
-        if pause_s is not None:
-            log.error(
-                "org_paused", org=self.org, status=exc.status, error=str(exc), hint=exc.hint,
-                pause_s=pause_s,
-            )
-
     async def _split(self, batch: list[Pending], exc: QontoError, bound: Any) -> None:
         """All-or-nothing: one bad file sank the request, so find it by halves."""
         half = len(batch) // 2
@@ -356,7 +269,7 @@ class OrgUploader:
 
     async def _reject(self, pending: Pending, exc: Rejected) -> None:
         try:
-            await self._filing.failed(
+            dest = await self._filing.failed(
                 pending.folder,
                 pending.path,
                 sha256=pending.sha256,
@@ -369,13 +282,13 @@ class OrgUploader:
                 qonto_code=exc.code,
             )
         except FileChanged:
-            self._finished(pending, CHANGED, None)
+            self._books.finish(pending.path, Outcome.CHANGED)
             return
-        self._finished(pending, FAILED, exc.detail)
+        self._books.finish(pending.path, Outcome.FAILED if dest is not None else Outcome.LEFT)
 
     def _leave(self, batch: Sequence[Pending]) -> None:
         for pending in batch:
-            self._finished(pending, LEFT, None)
+            self._books.finish(pending.path, Outcome.LEFT)
 
     async def _read_again(self, batch: list[Pending]) -> tuple[list[Pending], list[Upload]]:
         """Re-read each file; drop any that changed since it was inspected."""
@@ -383,7 +296,7 @@ class OrgUploader:
         kept: list[Pending] = []
         uploads: list[Upload] = []
         for pending, content in zip(batch, contents, strict=True):
-            if isinstance(content, inspect.Content) and content.sha256 == pending.sha256:
+            if isinstance(content, Content) and content.sha256 == pending.sha256:
                 # Rewritten with the same bytes is still the same invoice; what is
                 # filed afterwards must be the file as read now.
                 kept.append(replace(pending, identity=content.identity))
@@ -394,7 +307,7 @@ class OrgUploader:
                 detail=content if isinstance(content, str) else "its content changed since it "
                 "settled; it will settle and be inspected again",
             )
-            self._finished(pending, CHANGED, None)
+            self._books.finish(pending.path, Outcome.CHANGED)
         return kept, uploads
 
     async def _complete(
@@ -408,7 +321,7 @@ class OrgUploader:
         einvoice = [p.sha256 for p in batch if p.folder.send_by_einvoice]
         await self._journal.record_imported(self.org, by_sha, einvoice=einvoice)
         if einvoice:
-            self._einvoices_recorded()
+            self._org.einvoices_recorded.set()
         await self._journal.note_org(self.org, paused=False, success=True)
         log.info(
             "batch_uploaded", batch_id=batch_id, org=self.org, files=len(batch),
@@ -416,22 +329,23 @@ class OrgUploader:
         )
         for pending in batch:
             try:
-                await self._filing.done(
+                dest = await self._filing.done(
                     pending.folder, pending.path, pending.sha256, by_sha[pending.sha256],
                     expect=pending.identity, batch_id=batch_id,
                 )
             except FileChanged:
                 # What was sent is imported; what is there now is another file.
-                self._finished(pending, CHANGED, None)
+                self._books.finish(pending.path, Outcome.CHANGED)
                 continue
-            self._finished(pending, IMPORTED, by_sha[pending.sha256])
+            # Not moved (a refused move): the next scan moves it, without an upload.
+            self._books.finish(pending.path, Outcome.IMPORTED if dest else Outcome.LEFT)
 
 
-def _read_all(batch: Sequence[Pending], limit: int) -> list[inspect.Content | str]:
-    out: list[inspect.Content | str] = []
+def _read_all(batch: Sequence[Pending], limit: int) -> list[Content | str]:
+    out: list[Content | str] = []
     for pending in batch:
         try:
-            content = inspect.read_regular(pending.path, limit)
+            content = read_regular(pending.path, limit)
         except FileNotFoundError:
             out.append("the file disappeared before it was sent; it stays queued if it returns")
             continue

@@ -134,6 +134,8 @@ class Emulator:
         self.lifecycles: dict[str, tuple[int, ...]] = {}  # per invoice_id, overriding
         # Each bulk request as it arrived: (wall-clock time, status, file names).
         self.log: list[tuple[float, int, list[str]]] = []
+        # Each bulk request whose files were read: (files, body bytes as sent).
+        self.bodies: list[tuple[int, int]] = []
         self._rng = random.Random(seed)
 
     # -- what the tests look at -----------------------------------------------------
@@ -359,6 +361,7 @@ class Emulator:
             files = await self._read_files(request, names)
         except _Refusal as refusal:
             return refusal.response
+        self.bodies.append((len(files), request.content_length or 0))
         created = self._import(login, files)
 
         if roll < faults.drop_after:

@@ -9,24 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from conftest import ENV, LOGIN, sha256_of, wait_for
-
-
-async def run_cli(
-    *args: str, timeout_s: float = 60, env: dict[str, str] | None = None
-) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daemon", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **ENV, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-def json_lines(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+from helpers import ENV, LOGIN, json_lines, run_cli, sha256_of, wait_for
 
 
 async def test_run_once_then_lookup(ws, qonto):

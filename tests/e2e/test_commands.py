@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 import signal
 
-from conftest import ENV, LOGIN, Workspace, to_toml, wait_for
-from test_service import events, names
-
-from e2e.test_cli import run_cli
-from e2e.test_signals import daemon, finish, seen
+from helpers import (
+    ENV,
+    LOGIN,
+    Workspace,
+    daemon,
+    events,
+    finish,
+    names,
+    run_cli,
+    seen,
+    to_toml,
+    wait_for,
+)
 
 
 async def status(toml) -> dict:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ENV, LOGIN, OTHER_LOGIN, Workspace, sha256_of, to_toml, wait_for
+from helpers import ENV, LOGIN, OTHER_LOGIN, Workspace, sha256_of, to_toml, wait_for
 
 from daemon.journal import Journal
 from daemon.testing.emulator import Emulator, Faults, serve

@@ -8,11 +8,9 @@ import os
 import signal
 from pathlib import Path
 
-from conftest import LOGIN, Workspace, sha256_of, wait_for
-from test_service import names
+from helpers import LOGIN, Workspace, daemon, finish, log_events, names, seen, sha256_of, wait_for
 
 from daemon.testing.samples import slow_pdf
-from e2e.test_signals import daemon, finish, log_events, seen
 
 SLOW = 60_000_000  # decoded bytes: about 10 s of pypdf work on this machine's kind
 
@@ -105,7 +103,7 @@ async def test_a_huge_file_is_not_copied_into_failed_on_another_filesystem(
         fh.truncate(20 * 1024**3)
     raw = ws.config_dict(url, watch={"rescan_seconds": 0.2})
     raw["folders"][0]["failed"] = str(failed)
-    from conftest import ENV
+    from helpers import ENV
 
     from daemon import config as config_mod
 

@@ -10,11 +10,9 @@ import signal
 import sys
 
 import pytest
-from conftest import ENV, LOGIN, Workspace, sha256_of, to_toml, wait_for
-from test_einvoice import sending
+from helpers import ENV, LOGIN, Workspace, daemon, finish, sending, sha256_of, to_toml, wait_for
 
 from daemon.journal import Journal
-from e2e.test_signals import daemon, finish
 
 
 async def test_sigkill_during_a_copy_across_filesystems(ws: Workspace, qonto, tmpfs):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from conftest import Workspace, wait_for
-
-from e2e.test_signals import daemon, finish, log_events, seen
+from helpers import Workspace, daemon, finish, log_events, seen, wait_for
 
 
 async def test_a_second_daemon_on_the_same_journal_refuses_to_start(ws: Workspace, qonto):

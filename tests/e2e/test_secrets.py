@@ -7,11 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-from conftest import LOGIN, Workspace, to_toml
+from helpers import LOGIN, Workspace, run_cli, to_toml
 
 from daemon.testing.emulator import Emulator, Faults, serve
 from daemon.testing.samples import facturx_pdf
-from e2e.test_cli import run_cli
 
 # Characters that a page would escape (&, <, +, /) so that every echoed form is tried.
 SECRET = "s3cr3t&key+with/odd<chars>"

@@ -4,47 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import os
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 
-from conftest import ENV, LOGIN, Workspace, wait_for
+from helpers import LOGIN, Workspace, daemon, finish, log_events, seen, wait_for
 
 from daemon.journal import Journal
-
-
-def log_events(log: Path) -> list[dict]:
-    if not log.exists():
-        return []
-    out = []
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            out.append(json.loads(line))
-    return out
-
-
-def seen(log: Path, event: str) -> bool:
-    return any(e["event"] == event for e in log_events(log))
-
-
-async def daemon(toml: Path, log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as fh:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "daemon", "run", "--config", str(toml),
-            stdout=fh, stderr=fh, env={**os.environ, **ENV},
-        )
-
-
-async def finish(proc: asyncio.subprocess.Process) -> int:
-    try:
-        return await asyncio.wait_for(proc.wait(), 30)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_hup_rescans_usr1_reports_usr2_is_ignored(ws: Workspace, qonto):

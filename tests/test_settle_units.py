@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from daemon.flow.intake import FairQueue
+from daemon.flow.settle import Settled as FairQueue
 from daemon.identity import Identity
 from daemon.watcher import Seen
 

@@ -1,0 +1,125 @@
+"""Step 5: what to do with an examined file, given what the journal knows.
+
+`decide` reads the journal and returns a `Decision`; it changes nothing. The
+intake takes these decisions one at a time (the same content twice, the same
+invoice number twice), and acts on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import structlog
+
+from ..config import Folder, NumberPolicy
+from ..invoice_xml import Invoice
+from ..journal import Journal, Record, State
+from .facturx import duplicate_number, under_policy
+from .records import Inspection, Problem
+
+log = structlog.get_logger()
+
+
+class Verdict(StrEnum):
+    SEND = "send"  # queue it for upload
+    TWIN = "twin"  # the same content is on its way from another file: wait for it
+    KNOWN = "known"  # the content already has an invoice_id: done/, without an upload
+    FAIL = "fail"  # it can never be imported: failed/
+    INCOMPLETE = "incomplete"  # it stops short of its format's end: wait for its writer
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    problem: Problem | None = None  # FAIL: why
+    warning: Problem | None = None  # SEND: what a "warn" policy says of it
+    record: Record | None = None  # KNOWN, TWIN: the journal's row for this content
+    # FAIL of a file the journal already knew at this path (a kill, a refused move):
+    # a copy already complete in failed/ is recognised instead of made twice.
+    recovered: bool = False
+    invoice: Invoice | None = None  # FAIL: its facts go into the journal
+
+
+async def decide(
+    journal: Journal,
+    folder: Folder,
+    path: Path,
+    found: Inspection,
+    invoice: Invoice | None,
+    unreadable: str | None,
+    *,
+    numbers: NumberPolicy,
+    in_hand: Container[Path],
+) -> Decision:
+    """The decision for one examined file. `in_hand`: the files the daemon holds now."""
+    record = await journal.get(folder.org.key, found.sha256)
+    # The journal already holds this very file (a kill, or a folder that refused it).
+    here = record is not None and record.path == path
+    if found.problem is not None:
+        return Decision(Verdict.FAIL, problem=found.problem, recovered=here)
+    if record is not None and record.invoice_id and record.state in (State.IMPORTED, State.DONE):
+        return Decision(Verdict.KNOWN, record=record)
+    if record is not None and record.state is State.FAILED and here:
+        # Rejected before, and failed/ refused it: move it, never send it again.
+        reason, _, detail = (record.last_error or "rejected: ").partition(": ")
+        return Decision(Verdict.FAIL, problem=Problem(reason, detail), recovered=True)
+    if not found.complete:
+        return Decision(Verdict.INCOMPLETE)
+    problem, warning = under_policy(folder.facturx, found.kind, invoice, unreadable)
+    if problem is None:
+        problem = await _number_taken(
+            journal, folder, path, found, invoice, numbers=numbers, in_hand=in_hand
+        )
+    if problem is not None:
+        return Decision(Verdict.FAIL, problem=problem, invoice=invoice)
+    if (
+        record is not None
+        and record.state in (State.QUEUED, State.SENDING)
+        and record.path != path
+        and record.path in in_hand
+    ):
+        return Decision(Verdict.TWIN, record=record)
+    return Decision(Verdict.SEND, warning=warning)
+
+
+async def _number_taken(
+    journal: Journal,
+    folder: Folder,
+    path: Path,
+    found: Inspection,
+    invoice: Invoice | None,
+    *,
+    numbers: NumberPolicy,
+    in_hand: Container[Path],
+) -> Problem | None:
+    """A re-exported invoice: same seller and number as one already on its way, new bytes."""
+    if numbers is NumberPolicy.OFF or invoice is None or not (
+        invoice.number and invoice.seller_key
+    ):
+        return None
+    first = await journal.find_number(
+        folder.org.key, invoice.seller_key, invoice.number, invoice.type_code,
+        other_than=found.sha256,
+    )
+    if first is not None and first.state in (State.QUEUED, State.SENDING) and (
+        first.path == path or first.path not in in_hand
+    ):
+        # Queued, but its file was rewritten or removed before it was sent: that
+        # version never reached Qonto and never will; it holds no number.
+        first = None
+    if first is None:
+        return None
+    problem = duplicate_number(invoice, first.invoice_id, first.path)
+    match numbers:
+        case NumberPolicy.FAIL:
+            return problem
+        case NumberPolicy.WARN:
+            log.warning(
+                "duplicate_number", sha256=found.sha256, org=folder.org.key,
+                number=invoice.number, seller=invoice.seller, first_invoice_id=first.invoice_id,
+                first_path=first.path, detail=problem.detail,
+            )
+            return None

@@ -1,0 +1,109 @@
+"""One gate per organization, shared by its uploads and its e-invoices.
+
+A 401/403 pauses the organization (with a pause that grows while refusals
+go on, `auth_pause_*`); the pause ends by the clock. With `run --once` a
+refusal gives up instead: what waits stays queued for the next run. Imports
+that ask for an e-invoice wake the organization's e-invoicing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from ..aio import wait_event
+from ..backoff import auth_pause
+from ..config import UploadConfig
+from ..errors import AuthProblem
+from ..journal import Journal
+from ..qonto import QontoClient
+from ..timing import MONOTONIC, Clock
+
+log = structlog.get_logger()
+
+
+class AuthGate:
+    """Holds an organization's requests while its credentials are refused."""
+
+    def __init__(self, initial_s: float, max_s: float, clock: Clock = MONOTONIC) -> None:
+        self._initial_s = initial_s
+        self._max_s = max_s
+        self._clock = clock
+        self._strikes = 0
+        self._until = 0.0
+        self._open = asyncio.Event()
+        self._open.set()
+
+    @property
+    def paused(self) -> bool:
+        # Over once its time is up, whether or not a request has looked since.
+        return not self._open.is_set() and self._clock() < self._until
+
+    def close(self) -> float | None:
+        """Pause after a refusal; returns the pause, or None if already paused."""
+        now = self._clock()
+        if self.paused and now < self._until:
+            return None
+        pause_s = auth_pause(self._strikes, initial_s=self._initial_s, max_s=self._max_s)
+        self._strikes += 1
+        self._until = now + pause_s
+        self._open.clear()
+        return pause_s
+
+    def succeeded(self) -> None:
+        self._strikes = 0
+
+    async def wait_open(self, stopping: asyncio.Event) -> bool:
+        """Wait out the pause; False if the daemon is stopping meanwhile."""
+        while self.paused:
+            if await wait_event(stopping, self._until - self._clock()):
+                return False
+        self._open.set()
+        return not stopping.is_set()
+
+
+class Org:
+    """An organization as the flow sees it: its client, its gate, its e-invoices' signal."""
+
+    def __init__(
+        self,
+        key: str,
+        client: QontoClient,
+        journal: Journal,
+        settings: UploadConfig,
+        *,
+        give_up_on_auth: bool = False,
+        clock: Clock = MONOTONIC,
+    ) -> None:
+        self.key = key
+        self.client = client
+        self._journal = journal
+        self._give_up_on_auth = give_up_on_auth
+        self.gate = AuthGate(settings.auth_pause_initial_s, settings.auth_pause_max_s, clock)
+        self.gave_up = False
+        # Set when an import asks for an e-invoice: e-invoicing looks at once.
+        self.einvoices_recorded = asyncio.Event()
+
+    @property
+    def paused(self) -> bool:
+        return self.gate.paused or self.gave_up
+
+    async def refused(self, exc: AuthProblem) -> None:
+        """A 401/403: note it for `status`, then hold the organization (uploads and
+        e-invoices alike)."""
+        await self._journal.note_org(self.key, paused=True, reason=exc.hint, error=str(exc))
+        if self._give_up_on_auth:
+            if not self.gave_up:
+                log.error(
+                    "org_paused", org=self.key, status=exc.status, error=str(exc),
+                    hint=exc.hint, pause_s=None,
+                )
+            self.gave_up = True
+            return
+        pause_s = self.gate.close()
+        if pause_s is not None:
+            log.error(
+                "org_paused", org=self.key, status=exc.status, error=str(exc), hint=exc.hint,
+                pause_s=pause_s,
+            )

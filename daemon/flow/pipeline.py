@@ -1,0 +1,140 @@
+"""The stages of a file's journey, built in its order and run as one set of tasks.
+
+Each stage is given, when it is made, the later stages it hands files to and
+the books it reports to; nothing is wired afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import aiohttp
+
+from .. import qonto
+from ..config import Config
+from ..journal import Journal
+from ..notify import Notifier
+from ..oauth import TokenSource
+from ..parsers import ParserPool
+from ..qonto import QontoClient, RateLimiter, Slots
+from ..redact import Redactor
+from ..timing import DEFAULT, Intervals
+from .batcher import Limits
+from .books import Books
+from .discover import Discovery
+from .einvoice import Einvoicing
+from .filing import Filing
+from .intake import Intake
+from .orgs import Org
+from .progress import Progress
+from .settle import Settled, Settler, Unfinished, settle_loop
+from .upload import OrgUploader
+
+# Intake workers beyond the parsers: files that need no parse (images, plain
+# reading and hashing) go on while every parser is busy.
+_READERS = 2
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        journal: Journal,
+        session: aiohttp.ClientSession,
+        parsers: ParserPool | None,
+        notify: Notifier,
+        stopping: asyncio.Event,
+        redact: Redactor,
+        once: bool,
+        intervals: Intervals = DEFAULT,
+    ) -> None:
+        cfg = self.config = config
+        self._once = once
+        self._stopping = stopping
+        self._journal = journal
+        self._parsers = parsers
+        timeout = aiohttp.ClientTimeout(
+            total=cfg.upload.timeout_s, sock_connect=cfg.upload.connect_timeout_s
+        )
+        limiter = RateLimiter()
+        self.orgs = {
+            org.key: Org(
+                org.key,
+                QontoClient(
+                    session, org, timeout, redact,
+                    TokenSource(org, session, journal, redact, timeout) if org.oauth else None,
+                    limiter,
+                ),
+                journal, cfg.upload, give_up_on_auth=once,
+            )
+            for org in cfg.organizations
+        }
+        self.settler = Settler(cfg.watch.settle_s, cfg.watch.unstable_warning_s)
+        unfinished = Unfinished(
+            cfg.watch.incomplete_fail_s, recheck_s=max(cfg.watch.settle_s, 1.0)
+        )
+        self.books = Books(self.settler, unfinished)
+        self.discovery = Discovery(cfg, self.books, stopping, intervals=intervals)
+        self.settled = Settled()
+        filing = Filing(journal)
+        limits = Limits(
+            max_request_bytes=cfg.upload.max_request_bytes, closing_bytes=qonto.body_size([])
+        )
+        slots = Slots(cfg.upload.concurrency)
+        self.uploads = {
+            key: OrgUploader(
+                org=org, journal=journal, books=self.books, filing=filing,
+                settings=cfg.upload, limits=limits, slots=slots, stopping=stopping,
+            )
+            for key, org in self.orgs.items()
+        }
+        self.intake = Intake(
+            cfg, journal=journal, books=self.books, settled=self.settled,
+            unfinished=unfinished, filing=filing, uploads=self.uploads, limits=limits,
+            parsers=parsers, stopping=stopping, once=once, intervals=intervals,
+        )
+        self.einvoicing = Einvoicing(
+            journal=journal, orgs=self.orgs, settings=cfg.einvoicing, upload=cfg.upload,
+            stopping=stopping, intervals=intervals,
+        )
+        self.progress = Progress(
+            books=self.books, settler=self.settler, settled=self.settled, intake=self.intake,
+            uploads=self.uploads, notify=notify, heartbeat_s=cfg.heartbeat_s,
+            intervals=intervals,
+        )
+
+    @property
+    def idle(self) -> bool:
+        """Every file found has been dealt with (`run --once`)."""
+        return (
+            self.books.idle and self.intake.idle and all(u.idle for u in self.uploads.values())
+        )
+
+    def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
+        """The long-lived tasks, by name: they end when the daemon stops."""
+        stopping = self._stopping
+        tasks: dict[str, Coroutine[Any, Any, None]] = {
+            "rescan": self.discovery.rescan_loop(once=self._once),
+            "settle": settle_loop(self.settler, self.books, self.settled, stopping),
+        }
+        if not self._once:
+            tasks["watch"] = self.discovery.watch_loop()
+        workers = self.config.validation.parse_workers + _READERS
+        tasks.update({f"intake-{n}": self.intake.run() for n in range(workers)})
+        tasks.update({f"upload-{key}": up.run() for key, up in self.uploads.items()})
+        if self._parsers is not None:
+            # Supervised too: a stop is not held up by a parser slow to start.
+            tasks["parsers"] = self._parsers.warm()
+        if not self._once:
+            tasks["einvoicing"] = self.einvoicing.run()
+        tasks["commits"] = self._journal.keep_committed(stopping)
+        tasks["progress"] = self.progress.loop(stopping)
+        return tasks
+
+    async def drain(self) -> None:
+        """Wait for answers already received to be recorded (after a forced stop)."""
+        for up in self.uploads.values():
+            await up.drain()

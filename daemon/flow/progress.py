@@ -1,0 +1,90 @@
+"""What the daemon is doing, for people: STATUS= for systemctl, the heartbeat, SIGUSR1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from ..aio import wait_event
+from ..notify import Notifier
+from ..timing import DEFAULT, MONOTONIC, Clock, Intervals
+from .books import Books
+from .intake import Intake
+from .settle import Settled, Settler
+from .upload import OrgUploader
+
+log = structlog.get_logger()
+
+
+class Progress:
+    def __init__(
+        self,
+        *,
+        books: Books,
+        settler: Settler,
+        settled: Settled,
+        intake: Intake,
+        uploads: Mapping[str, OrgUploader],
+        notify: Notifier,
+        heartbeat_s: float,
+        intervals: Intervals = DEFAULT,
+        clock: Clock = MONOTONIC,
+    ) -> None:
+        self._books = books
+        self._settler = settler
+        self._settled = settled
+        self._intake = intake
+        self._uploads = uploads
+        self._notify = notify
+        self._heartbeat_s = heartbeat_s
+        self._intervals = intervals
+        self._clock = clock
+
+    def figures(self) -> dict[str, Any]:
+        """For STATUS= and the heartbeat."""
+        now = self._clock()
+        oldest = min(
+            (t for up in self._uploads.values() if (t := up.oldest_queued_at) is not None),
+            default=None,
+        )
+        return {
+            "waiting": sum(up.waiting for up in self._uploads.values()),
+            "in_flight": sum(up.sending for up in self._uploads.values()),
+            "done": self._books.counts.done,
+            "failed": self._books.counts.failed,
+            "oldest_waiting_s": None if oldest is None else round(now - oldest, 1),
+            "paused": sorted(up.org for up in self._uploads.values() if up.paused),
+        }
+
+    def line(self) -> str:
+        p = self.figures()
+        line = f"{p['waiting']:,} waiting, {p['in_flight']:,} uploading, {p['done']:,} imported"
+        line += f", {p['failed']:,} failed since start"
+        if p["paused"]:
+            line += "; paused: " + ", ".join(p["paused"])
+        return line
+
+    def status(self) -> None:
+        """SIGUSR1: one `daemon_status` line with every stage's count."""
+        log.info(
+            "daemon_status",
+            settling=len(self._settler),
+            queued_for_inspection=len(self._settled),
+            inspecting=self._intake.examining,
+            waiting={up.org: up.waiting for up in self._uploads.values()},
+            sending={up.org: up.sending for up in self._uploads.values()},
+            failed=self._books.counts.failed,
+            left_waiting=self._books.counts.left,
+        )
+
+    async def loop(self, stopping: asyncio.Event) -> None:
+        """STATUS= every few seconds; a heartbeat line every `heartbeat_s`."""
+        next_beat = self._clock() + self._heartbeat_s
+        while not await wait_event(stopping, self._intervals.status_s):
+            self._notify.status(self.line())
+            if self._clock() >= next_beat:
+                next_beat = self._clock() + self._heartbeat_s
+                log.info("heartbeat", **self.figures())
