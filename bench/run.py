@@ -203,9 +203,10 @@ class Server:
     def poll(self) -> list[tuple[float, int, list[str]]]:
         """Requests logged since the last poll (the emulator keeps them all)."""
         with urllib.request.urlopen(f"{self.url}/_emulator/requests?since={len(self.log)}") as r:
-            new = [tuple(x) for x in json.load(r)["requests"]]
-        self.log.extend(new)  # type: ignore[arg-type]
-        return new  # type: ignore[return-value]
+            new = [(float(t), int(status), list(names))
+                   for t, status, names in json.load(r)["requests"]]
+        self.log.extend(new)
+        return new
 
     def imported(self) -> set[str]:
         return {n for _, status, names in self.log if status == 200 for n in names}
@@ -652,16 +653,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.add("3 pickup of a lone file", "p95", round(p95, 3), "s",
                    f"<= settle + 0.3 = {bound:g} s", p95 <= bound)
     if "memory" in only:
-        big = big_batches(work, args)
-        above = big.peak_mb - big.idle_mb
+        heavy = big_batches(work, args)
+        above = heavy.peak_mb - heavy.idle_mb
         tag = "4 memory, 4.9 MB files"
-        report.add(tag, "idle RSS", round(big.idle_mb, 1), "MB")
-        report.add(tag, "files per request (15 MB a request)", big.files_per_request, "")
+        report.add(tag, "idle RSS", round(heavy.idle_mb, 1), "MB")
+        report.add(tag, "files per request (15 MB a request)", heavy.files_per_request, "")
         # The constant: the intake's reads (parse_workers + 2 files of <= 5 MB, each
         # also pickled for a parser process) and the HTTP buffers.
-        bound = big.in_flight_mb + 50
+        bound = heavy.in_flight_mb + 50
         report.add(tag, "peak RSS above idle", round(above, 1), "MB",
-                   f"<= read for requests {big.in_flight_mb:.1f} + 50 MB", above <= bound)
+                   f"<= read for requests {heavy.in_flight_mb:.1f} + 50 MB", above <= bound)
     if "idle" in only:
         for polling, limit in ((False, 0.5), (True, 2.0)):
             cpu = idle_cpu(work, args, polling=polling)

@@ -33,6 +33,14 @@ class Identity:
         return cls.of(os.lstat(path))
 
 
+@dataclass(frozen=True)
+class Seen:
+    """A file as a listing or a stat found it."""
+
+    path: Path
+    identity: Identity
+
+
 def describe_mode(mode: int) -> str:
     if stat.S_ISLNK(mode):
         return "a symbolic link"

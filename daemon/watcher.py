@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 import watchfiles
 
-from .identity import Identity, describe_mode
+from .identity import Identity, Seen, describe_mode
 
 log = structlog.get_logger()
 
@@ -48,12 +48,6 @@ def is_candidate(name: str) -> bool:
         return False
     lowered = name.lower()
     return not any(fnmatch.fnmatchcase(lowered, pattern) for pattern in _IGNORED_PATTERNS)
-
-
-@dataclass(frozen=True)
-class Seen:
-    path: Path
-    identity: Identity
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ that ask for an e-invoice wake the organization's e-invoicing.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import structlog
 
@@ -17,10 +19,20 @@ from ..backoff import auth_pause
 from ..config import UploadConfig
 from ..errors import AuthProblem
 from ..journal import Journal
-from ..qonto import QontoClient
+from ..qonto import Upload
 from ..timing import MONOTONIC, Clock
 
 log = structlog.get_logger()
+
+
+class Client(Protocol):
+    """What the flow asks of Qonto for one organization (qonto.QontoClient)."""
+
+    async def upload(self, files: Sequence[Upload]) -> dict[str, str]: ...
+
+    async def send_by_einvoice(self, invoice_id: str) -> None: ...
+
+    async def client_invoice(self, invoice_id: str) -> dict[str, Any]: ...
 
 
 class AuthGate:
@@ -69,7 +81,7 @@ class Org:
     def __init__(
         self,
         key: str,
-        client: QontoClient,
+        client: Client,
         journal: Journal,
         settings: UploadConfig,
         *,

@@ -8,8 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from ..config import Folder
-from ..identity import Identity
-from ..watcher import Seen
+from ..identity import Identity, Seen
 
 __all__ = ["Content", "Inspection", "Kind", "Outcome", "Pending", "Problem", "Seen"]
 
