@@ -42,6 +42,8 @@ EDGES = {
     "daemon.notify", "daemon.lock",
 }
 COMPOSERS = {"daemon.service", "daemon.cli", "daemon.__main__", "daemon.emulator"}
+# A leaf grown into a few modules is still a leaf.
+LEAF_PACKAGES = {"config"}
 
 
 def module_name(path: Path) -> str:
@@ -86,7 +88,9 @@ def family(name: str) -> str:
     parts = name.split(".")
     if name in COMPOSERS:
         return name
-    if name == "daemon" or (len(parts) == 2 and not (PACKAGE / parts[1]).is_dir()):
+    if name == "daemon" or parts[1] in LEAF_PACKAGES:
+        return "leaf"
+    if len(parts) == 2 and not (PACKAGE / parts[1]).is_dir():
         return "leaf"
     return parts[1]
 

@@ -23,11 +23,12 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from aiohttp import BodyPartReader, web
 
 from ..flow.examine import sniff
+from .answers import Refusal, drop, dump, error
+from .einvoicing import DEFAULT_LIFECYCLE, EinvoicingRoutes, Invoice, Sent
 
 BULK_PATH = "/v2/client_invoices/bulk"
 LIST_PATH = "/v2/client_invoices"
@@ -65,33 +66,8 @@ class Faults:
     held: asyncio.Event | None = None  # requests are answered once this is set
 
 
-@dataclass(frozen=True)
-class Invoice:
-    login: str
-    sha256: str
-    invoice_id: str
-    file_name: str
 
-
-# E-invoicing: an invoice's lifecycle as Qonto's platform reports it, one code
-# per `lifecycle_step_s` after it was sent (each then stays).
-DEFAULT_LIFECYCLE = (200, 201, 202)
-UNREACHABLE_MARKER = b"UNREACHABLE"
-_EINVOICING_STATUS = {200: "submitted", 201: "issued", 202: "received", 210: "refused",
-                      212: "paid", 213: "rejected"}
-
-
-@dataclass
-class Sent:
-    """An invoice sent by e-invoice: when, and what its lifecycle will be."""
-
-    at: float  # the event loop's clock
-    wall: float  # the same instant, for the events' dates
-    codes: tuple[int, ...]
-    calls: int = 1
-
-
-class Emulator:
+class Emulator(EinvoicingRoutes):
     def __init__(
         self,
         keys: dict[str, str],
@@ -214,94 +190,6 @@ class Emulator:
 
     # -- the endpoint ---------------------------------------------------------------
 
-    # -- e-invoicing --------------------------------------------------------------------
-
-    def invoice_by_id(self, invoice_id: str) -> Invoice | None:
-        return next((i for i in self.invoices.values() if i.invoice_id == invoice_id), None)
-
-    def codes_now(self, invoice_id: str) -> list[int]:
-        sent = self.sent.get(invoice_id)
-        if sent is None:
-            return []
-        elapsed = asyncio.get_running_loop().time() - sent.at
-        return list(sent.codes[: 1 + int(elapsed / self.lifecycle_step_s)])
-
-    async def _einvoice_gate(
-        self, request: web.Request
-    ) -> tuple[web.StreamResponse | None, Invoice | None, float]:
-        """Authentication, faults and the invoice: an answer to give now, or the invoice."""
-        self.einvoice_requests += 1
-        faults = self.einvoice_faults
-        if faults.held is not None:
-            await faults.held.wait()
-        login = self._authenticate(request.headers.get("Authorization", ""))
-        if login is None or faults.unauthorized:
-            return self._fail(request, 401, "unauthorized",
-                              "The authentication credentials are invalid."), None, 1.0
-        if login in faults.forbidden_logins:
-            return self._fail(request, 403, "forbidden",
-                              "E-invoicing is not available for this organization."), None, 1.0
-        if self.einvoice_requests <= faults.server_error_first:
-            return self._server_error(request), None, 1.0
-        roll = self._rng.random()
-        if roll < faults.rate_limited:
-            return self._fail(request, 429, "too_many_requests", "Rate limit exceeded."), None, 1
-        roll -= faults.rate_limited
-        if roll < faults.server_error:
-            return self._server_error(request), None, 1.0
-        roll -= faults.server_error
-        if roll < faults.drop_before:
-            return _drop(request), None, 1.0
-        roll -= faults.drop_before
-        invoice = self.invoice_by_id(request.match_info["id"])
-        if invoice is None or invoice.login != login:
-            return self._fail(request, 404, "not_found", "Client invoice not found."), None, 1.0
-        return None, invoice, roll
-
-    async def _send_by_einvoice(self, request: web.Request) -> web.StreamResponse:
-        answer, invoice, roll = await self._einvoice_gate(request)
-        if answer is not None:
-            return answer
-        assert invoice is not None
-        if _unreachable(self.contents.get(invoice.invoice_id, b"")):
-            return self._fail(
-                request, 422, "client_not_reachable",
-                "The client of this invoice is not reachable on the e-invoicing network.",
-            )
-        sent = self.sent.get(invoice.invoice_id)
-        if sent is None:  # the first call submits; later ones change nothing
-            codes = self.lifecycles.get(invoice.invoice_id, self.lifecycle)
-            self.sent[invoice.invoice_id] = Sent(
-                asyncio.get_running_loop().time(), time.time(), codes
-            )
-        else:
-            sent.calls += 1
-        if roll < self.einvoice_faults.drop_after:
-            return _drop(request)
-        return web.Response(status=204)
-
-    async def _client_invoice(self, request: web.Request) -> web.StreamResponse:
-        answer, invoice, roll = await self._einvoice_gate(request)
-        if answer is not None:
-            return answer
-        assert invoice is not None
-        codes = self.codes_now(invoice.invoice_id)
-        if roll < self.einvoice_faults.drop_after:
-            return _drop(request)
-        sent = self.sent.get(invoice.invoice_id)
-        wall = sent.wall if sent is not None else time.time()
-        return web.json_response({"client_invoice": {
-            "id": invoice.invoice_id,
-            "status": "unpaid",
-            "einvoicing_status": _EINVOICING_STATUS.get(codes[-1], "in_progress")
-            if codes else None,
-            "einvoicing_lifecycle_events": [
-                {"status_code": code, "created_at": datetime.fromtimestamp(
-                    wall + n * self.lifecycle_step_s, UTC).isoformat(timespec="seconds")}
-                for n, code in enumerate(codes)
-            ],
-        }})
-
     async def _requests(self, request: web.Request) -> web.Response:
         """The request log, from entry `since` on (for the benchmarks)."""
         since = int(request.query.get("since", "0"))
@@ -339,7 +227,7 @@ class Emulator:
                 request, 403, "forbidden", "Bulk import is not available for this organization."
             )
         if self.requests <= faults.server_error_first:
-            return self._server_error(request)
+            return self._servererror(request)
         roll = self._rng.random()
         for chance, status in ((faults.rate_limited, 429), (faults.server_error, 0)):
             if roll < chance:
@@ -349,37 +237,37 @@ class Emulator:
                         headers["Retry-After"] = f"{faults.retry_after_s:g}"
                     return self._fail(request, 429, "too_many_requests", "Rate limit exceeded.",
                                       headers)
-                return self._server_error(request)
+                return self._servererror(request)
             roll -= chance
         if roll < faults.drop_before:
-            return _drop(request)
+            return drop(request)
         roll -= faults.drop_before
 
         if request.content_length is not None and request.content_length > self.max_request_bytes:
             return self._fail(request, 413, "request_too_large", "The request body exceeds 15 MB.")
         try:
             files = await self._read_files(request, names)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             return refusal.response
         self.bodies.append((len(files), request.content_length or 0))
         created = self._import(login, files)
 
         if roll < faults.drop_after:
-            return _drop(request)
+            return drop(request)
         roll -= faults.drop_after
         if roll < faults.slow:
             await asyncio.sleep(faults.slow_s)
         return web.json_response({"client_invoices": created})
 
-    def _server_error(self, request: web.Request) -> web.Response:
+    def _servererror(self, request: web.Request) -> web.Response:
         status = self._rng.choice((500, 502, 503, 504))
         if self.faults.echo_headers:
             return web.Response(
                 status=status, content_type="text/html",
                 text="<html><body><h1>Bad Gateway</h1><p>Your request:</p><pre>"
-                f"{html.escape(_dump(request))}</pre></body></html>",
+                f"{html.escape(dump(request))}</pre></body></html>",
             )
-        return _error(status, "internal_server_error", "Something went wrong.")
+        return error(status, "internal_server_error", "Something went wrong.")
 
     def _fail(
         self,
@@ -392,8 +280,8 @@ class Emulator:
         pointer: str | None = None,
     ) -> web.Response:
         if self.faults.echo_headers:
-            detail = f"{detail} Request was: {_dump(request)}"
-        return _error(status, code, detail, headers, pointer=pointer)
+            detail = f"{detail} Request was: {dump(request)}"
+        return error(status, code, detail, headers, pointer=pointer)
 
     def _authenticate(self, header: str) -> str | None:
         if header.startswith("Bearer "):
@@ -410,8 +298,8 @@ class Emulator:
     async def _read_files(
         self, request: web.Request, names: list[str]
     ) -> list[tuple[str, bytes]]:
-        def refuse(status: int, code: str, detail: str, pointer: str | None = None) -> _Refusal:
-            return _Refusal(self._fail(request, status, code, detail, pointer=pointer))
+        def refuse(status: int, code: str, detail: str, pointer: str | None = None) -> Refusal:
+            return Refusal(self._fail(request, status, code, detail, pointer=pointer))
 
         if not request.content_type.startswith("multipart/form-data"):
             raise refuse(400, "invalid_request_format", "Expected multipart/form-data.")
@@ -460,51 +348,6 @@ class Emulator:
                 shown = unicodedata.normalize(self.faults.normalize_names, name)  # type: ignore[arg-type]
             created.append({"invoice_id": invoice.invoice_id, "file_name": shown})
         return created
-
-
-def _unreachable(data: bytes) -> bool:
-    """Whether a Factur-X file names a buyer the emulator deems unreachable."""
-    if not data.startswith(b"%PDF"):
-        return False
-    try:
-        from facturx import get_xml_from_pdf
-
-        _, xml = get_xml_from_pdf(data, check_xsd=False)
-    except Exception:  # not Factur-X: nothing to reach
-        return False
-    return bool(xml) and UNREACHABLE_MARKER in xml
-
-
-def _dump(request: web.Request) -> str:
-    return "\n".join(f"{k}: {v}" for k, v in request.headers.items())
-
-
-class _Refusal(Exception):
-    def __init__(self, response: web.Response) -> None:
-        self.response = response
-
-
-def _error(
-    status: int,
-    code: str,
-    detail: str,
-    headers: dict[str, str] | None = None,
-    *,
-    pointer: str | None = None,
-) -> web.Response:
-    error: dict[str, object] = {"status": str(status), "code": code, "detail": detail}
-    if pointer is not None:
-        error["source"] = {"pointer": pointer}
-    return web.json_response(
-        {"errors": [error], "trace_id": uuid.uuid4().hex}, status=status, headers=headers
-    )
-
-
-def _drop(request: web.Request) -> web.Response:
-    """Close the connection without an answer."""
-    if request.transport is not None:
-        request.transport.abort()
-    return web.Response(status=500)
 
 
 @asynccontextmanager

@@ -1,0 +1,255 @@
+"""Configuration: one `load(path)` turns a TOML file into frozen dataclasses.
+
+Every key has a default except the ones that say where invoices go and who
+they belong to. Unknown or ill-typed keys are errors that name the key. The
+secret itself never lives in the TOML: it is read from an environment
+variable or a file, and is wrapped so that it never prints.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .model import (
+    DUPLICATE_NUMBER_POLICIES,
+    FACTURX_POLICIES,
+    Config,
+    EinvoicingConfig,
+    FacturxPolicy,
+    Folder,
+    NumberPolicy,
+    Organization,
+    UploadConfig,
+    ValidationConfig,
+    WatchConfig,
+)
+from .tables import Table, choice, non_negative, organization, resolve, section
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and check the configuration file; raise ConfigError naming the bad key."""
+    path = Path(path)
+    env = os.environ if env is None else env
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return from_dict(raw, env=env, base_dir=path.parent.resolve())
+
+
+def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path) -> Config:
+    notes: list[str] = []  # what a configuration that loads still has to say
+    top = Table(raw, "")
+    for name in ("qonto", "database", "watch", "upload", "validation", "einvoicing", "service",
+                 "log", "folders"):
+        top._used.add(name)
+    top.finish()
+
+    qonto = section(raw, "qonto")
+    main_org = organization(qonto, env, base_dir, parent=None, notes=notes)
+    qonto.finish()
+
+    database = section(raw, "database")
+    db_path = resolve(base_dir, database.get("path", str, required=True))
+    database.finish()
+
+    watch_t = section(raw, "watch")
+    watch = WatchConfig(
+        settle_s=non_negative(watch_t, "settle_seconds", WatchConfig.settle_s),
+        rescan_interval_s=watch_t.positive(
+            "rescan_seconds", float, WatchConfig.rescan_interval_s
+        ),
+        force_polling=watch_t.get("force_polling", bool, WatchConfig.force_polling),
+        poll_delay_ms=watch_t.positive("poll_delay_ms", int, WatchConfig.poll_delay_ms),
+        unstable_warning_s=watch_t.positive(
+            "unstable_warning_seconds", float, WatchConfig.unstable_warning_s
+        ),
+        incomplete_fail_s=watch_t.positive(
+            "incomplete_fail_seconds", float, WatchConfig.incomplete_fail_s
+        ),
+    )
+    watch_t.finish()
+
+    up = section(raw, "upload")
+    upload = UploadConfig(
+        concurrency=up.positive("concurrency", int, UploadConfig.concurrency),
+        max_file_bytes=up.positive("max_file_bytes", int, UploadConfig.max_file_bytes),
+        max_request_bytes=up.positive("max_request_bytes", int, UploadConfig.max_request_bytes),
+        linger_s=non_negative(up, "linger_seconds", UploadConfig.linger_s),
+        connect_timeout_s=up.positive(
+            "connect_timeout_seconds", float, UploadConfig.connect_timeout_s
+        ),
+        timeout_s=up.positive("timeout_seconds", float, UploadConfig.timeout_s),
+        backoff_initial_s=up.positive(
+            "backoff_initial_seconds", float, UploadConfig.backoff_initial_s
+        ),
+        backoff_max_s=up.positive("backoff_max_seconds", float, UploadConfig.backoff_max_s),
+        auth_pause_initial_s=up.positive(
+            "auth_pause_initial_seconds", float, UploadConfig.auth_pause_initial_s
+        ),
+        auth_pause_max_s=up.positive(
+            "auth_pause_max_seconds", float, UploadConfig.auth_pause_max_s
+        ),
+    )
+    up.finish()
+    if upload.backoff_max_s < upload.backoff_initial_s:
+        raise ConfigError("upload.backoff_max_seconds must be at least backoff_initial_seconds")
+    if upload.auth_pause_max_s < upload.auth_pause_initial_s:
+        raise ConfigError(
+            "upload.auth_pause_max_seconds must be at least auth_pause_initial_seconds"
+        )
+
+    val = section(raw, "validation")
+    validation = ValidationConfig(
+        facturx=FacturxPolicy(choice(val, "facturx", FACTURX_POLICIES, ValidationConfig.facturx)),
+        duplicate_number=NumberPolicy(choice(
+            val, "duplicate_number", DUPLICATE_NUMBER_POLICIES, ValidationConfig.duplicate_number
+        )),
+        parse_timeout_s=val.positive(
+            "parse_timeout_seconds", float, ValidationConfig.parse_timeout_s
+        ),
+        parse_memory_mb=val.positive("parse_memory_mb", int, ValidationConfig.parse_memory_mb),
+        parse_workers=val.positive("parse_workers", int, ValidationConfig.parse_workers),
+    )
+    val.finish()
+    if validation.parse_memory_mb < 128:
+        raise ConfigError("validation.parse_memory_mb must be at least 128 (the parser's own size)")
+
+    ein = section(raw, "einvoicing")
+    einvoicing = EinvoicingConfig(
+        poll_initial_s=ein.positive(
+            "poll_initial_seconds", float, EinvoicingConfig.poll_initial_s
+        ),
+        poll_max_s=ein.positive("poll_max_seconds", float, EinvoicingConfig.poll_max_s),
+        track_days=ein.positive("track_days", float, EinvoicingConfig.track_days),
+    )
+    ein.finish()
+    if einvoicing.poll_max_s < einvoicing.poll_initial_s:
+        raise ConfigError("einvoicing.poll_max_seconds must be at least poll_initial_seconds")
+
+    service = section(raw, "service")
+    grace_s = non_negative(service, "shutdown_grace_seconds", 20.0)
+    service.finish()
+
+    log = section(raw, "log")
+    log_format = log.get("format", str, "auto")
+    if log_format not in ("auto", "json", "console"):
+        raise ConfigError(f'log.format must be "auto", "json" or "console", got "{log_format}"')
+    log_level = log.get("level", str, "info").lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(
+            f'log.level must be "debug", "info", "warning" or "error", got "{log_level}"'
+        )
+    heartbeat_s = log.positive("heartbeat_seconds", float, 300.0)
+    log.finish()
+
+    folders = _folders(raw.get("folders"), env, base_dir, main_org, validation.facturx, notes)
+    for index, folder in enumerate(folders):
+        if _within(db_path, folder.inbox):
+            raise ConfigError(
+                f"database.path {db_path} is inside the inbox of folders[{index}]: the journal "
+                "would be taken for an invoice; keep it on local disk outside every watched folder"
+            )
+    return Config(
+        database=db_path,
+        folders=folders,
+        watch=watch,
+        upload=upload,
+        validation=validation,
+        einvoicing=einvoicing,
+        shutdown_grace_s=grace_s,
+        log_format=log_format,
+        log_level=log_level,
+        heartbeat_s=heartbeat_s,
+        notes=tuple(notes),
+    )
+
+
+
+def _folders(
+    raw: object,
+    env: Mapping[str, str],
+    base_dir: Path,
+    main_org: Organization,
+    facturx: str,
+    notes: list[str],
+) -> tuple[Folder, ...]:
+    if raw is None:
+        raise ConfigError("missing [[folders]]: configure at least one inbox")
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("[[folders]] must be a non-empty array of tables")
+    folders: list[Folder] = []
+    logins: dict[str, Organization] = {}
+    for index, item in enumerate(raw):
+        where = f"folders[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a table")
+        table = Table(item, where)
+        inbox = resolve(base_dir, table.get("inbox", str, required=True))
+        done = resolve(base_dir, table.get("done", str, required=True))
+        failed = resolve(base_dir, table.get("failed", str, required=True))
+        send = table.get("send_by_einvoice", bool, False)
+        # A PDF without valid Factur-X XML cannot be an e-invoice: such a folder
+        # fails it before import, unless it says otherwise.
+        policy = FacturxPolicy(
+            choice(table, "facturx", FACTURX_POLICIES, "require" if send else facturx)
+        )
+        org = organization(table, env, base_dir, parent=main_org, notes=notes)
+        table.finish()
+        known = logins.setdefault(org.key, org)
+        if known != org:
+            raise ConfigError(
+                f"{where}: organization {org.login} is configured twice with different "
+                "settings (base_url, secret key or staging token)"
+            )
+        if len({inbox, done, failed}) != 3:
+            raise ConfigError(f"{where}: inbox, done and failed must be three different folders")
+        folders.append(Folder(inbox=inbox, done=done, failed=failed, org=org, facturx=policy,
+                              send_by_einvoice=send))
+    _check_overlaps(folders)
+    return tuple(folders)
+
+
+def _real(path: Path) -> Path:
+    """The path with `..` and symbolic links resolved, as far as it exists."""
+    return Path(os.path.realpath(path))
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or inside it, once both are resolved."""
+    real, base = _real(path), _real(folder)
+    return real == base or base in real.parents
+
+
+def _check_overlaps(folders: list[Folder]) -> None:
+    """Folders that would feed on each other's output are refused."""
+    real_inboxes = [_real(f.inbox) for f in folders]
+    for index, inbox in enumerate(real_inboxes):
+        if inbox in real_inboxes[:index]:
+            raise ConfigError(
+                f"folders[{index}].inbox: the same inbox is configured twice "
+                f"({folders[index].inbox})"
+            )
+    for index, folder in enumerate(folders):
+        for key, path in (("done", folder.done), ("failed", folder.failed)):
+            for other_index, other in enumerate(folders):
+                if _real(path) == _real(other.inbox) or (
+                    other_index != index and _within(path, other.inbox)
+                ):
+                    raise ConfigError(
+                        f"folders[{index}].{key} ({path}) is, or is inside, the inbox of "
+                        f"folders[{other_index}] ({other.inbox}): its files would be taken "
+                        "for new invoices"
+                    )
+        if _real(folder.done) == _real(folder.failed):
+            raise ConfigError(f"folders[{index}]: done and failed must be different folders")
