@@ -7,6 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import aiosqlite
 import pytest
 from helpers import ENV, LOGIN, events, names, sha256_of, wait_for
 
@@ -258,18 +259,34 @@ def _rows(path: Path, state: str) -> int:
         return conn.execute("SELECT count(*) FROM invoices WHERE state = ?", (state,)).fetchone()[0]
 
 
+class Disk(aiosqlite.Connection):
+    """SQLite at the edge: its commits counted, the next `full` of them refused."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(lambda: sqlite3.connect(path), 64)
+        self.commits = 0
+        self.full = 0
+
+    async def commit(self) -> None:
+        self.commits += 1
+        if self.full > 0:
+            self.full -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        await super().commit()
+
+
+class Disks:
+    """Journal.open's `connect`, keeping the connection it made."""
+
+    def __call__(self, path: Path) -> Disk:
+        self.made = Disk(path)
+        return self.made
+
+
 async def test_writes_are_committed_in_groups_and_durable_when_they_return(tmp_path):
     path = tmp_path / "state.sqlite3"
-    journal = await Journal.open(path)
-    commits = 0
-    commit = journal._db.commit
-
-    async def counted() -> None:
-        nonlocal commits
-        commits += 1
-        await commit()
-
-    journal._db.commit = counted  # type: ignore[method-assign]
+    disks = Disks()
+    journal = await Journal.open(path, connect=disks)
     try:
         shas = [f"{n:064x}" for n in range(40)]
         for sha in shas:  # the intake's way: not waited for...
@@ -281,7 +298,7 @@ async def test_writes_are_committed_in_groups_and_durable_when_they_return(tmp_p
         await asyncio.gather(*(journal.record_imported(LOGIN, {sha: f"id-{sha[-4:]}"})
                                for sha in shas))
         assert _rows(path, "imported") == 40
-        assert commits < 40
+        assert disks.made.commits < 40
     finally:
         await journal.close()
 
@@ -302,25 +319,19 @@ async def test_writes_not_waited_for_are_committed_promptly(tmp_path):
 
 async def test_a_writer_cancelled_while_the_disk_is_full_loses_no_one_else_s_rows(tmp_path):
     path = tmp_path / "state.sqlite3"
-    journal = await Journal.open(path)
     first, other = "1" * 64, "3" * 64
+    journal = await Journal.open(path)
     for sha in (first, other):
         await journal.enqueue(LOGIN, sha, tmp_path / f"{sha[:4]}.pdf", "x.pdf", 1)
-    commit, calls = journal._db.commit, 0
-
-    async def full_once() -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise sqlite3.OperationalError("database or disk is full")
-        await commit()
-
-    journal._db.commit = full_once  # type: ignore[method-assign]
+    await journal.close()
+    disks = Disks()
+    journal = await Journal.open(path, connect=disks)
+    disks.made.full = 1  # the next commit is refused
     try:
         cancelled = asyncio.create_task(journal.record_imported(LOGIN, {first: "id-1"}))
         await asyncio.sleep(0)  # its statement runs; it waits for its commit
         waiting = asyncio.create_task(journal.record_imported(LOGIN, {other: "id-3"}))
-        await wait_for(lambda: calls >= 1, what="the full disk")
+        await wait_for(lambda: disks.made.full == 0, what="the full disk")
         cancelled.cancel()  # its task group gives up while the disk is full
         await asyncio.gather(cancelled, return_exceptions=True)
         await asyncio.wait_for(waiting, 10)
@@ -340,8 +351,7 @@ async def test_every_write_s_cursor_is_closed_in_sqlite_s_own_thread(tmp_path):
     journal = await Journal.open(tmp_path / "state.sqlite3")
     try:
         await journal.enqueue(LOGIN, "ab" * 32, tmp_path / "a.pdf", "a.pdf", 1)
-        cur = await journal._write(lambda: journal._db.execute(
-            "UPDATE invoices SET size = 2 WHERE sha256 = ?", ("ab" * 32,)))
+        cur = await journal.write("UPDATE invoices SET size = 2 WHERE sha256 = ?", ("ab" * 32,))
         assert cur.rowcount == 1
         with pytest.raises(sqlite3.ProgrammingError, match="closed cursor"):
             await cur.fetchone()

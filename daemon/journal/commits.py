@@ -16,7 +16,7 @@ import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import aiosqlite
 import structlog
@@ -28,6 +28,7 @@ from .sql import HINT_FULL, closed, full, quietly, run_closed, uncancellable
 
 log = structlog.get_logger()
 T = TypeVar("T")
+Connect = Callable[[Path], aiosqlite.Connection]
 _RETRY_INITIAL_S, _RETRY_MAX_S = 1.0, 30.0
 
 
@@ -71,8 +72,12 @@ class Store:
         self.stopping = asyncio.Event()
 
     @classmethod
-    async def open(cls, path: Path) -> Self:
-        """Open (or create) the journal; JournalError says what is wrong and what to do."""
+    async def open(cls, path: Path, *, connect: Connect = aiosqlite.connect) -> Self:
+        """Open (or create) the journal; JournalError says what is wrong and what to do.
+
+        `connect` makes the connection (aiosqlite's own, or a test's stand-in at
+        that edge: a disk that fills up, commits that are counted).
+        """
         try:
             await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         except OSError as exc:
@@ -83,7 +88,7 @@ class Store:
             ) from None
         existed = await asyncio.to_thread(path.exists)
         try:
-            db = await aiosqlite.connect(path)
+            db = await connect(path)
         except sqlite3.Error as exc:
             raise open_error(path, exc) from None
         try:
@@ -116,6 +121,11 @@ class Store:
         if self.path is None:
             return True
         return await asyncio.to_thread(_where, self.path) == self._where
+
+    async def write(self, sql: str, *args: Any, wait: bool = True) -> aiosqlite.Cursor:
+        """One statement in the open transaction (for maintenance and tests); with
+        `wait`, it returns once committed. Its cursor is closed where it ran."""
+        return await self._write(lambda: self._db.execute(sql, *args), wait=wait)
 
     async def _write(self, statements: Callable[[], Awaitable[T]], *, wait: bool = True) -> T:
         """Run `statements` in the open transaction; with `wait`, return once committed."""
