@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import StrEnum
 from typing import Any, TextIO
 
 import structlog
@@ -85,16 +86,30 @@ def _route_library_logging() -> None:
     logging.captureWarnings(True)  # warnings.warn() becomes a record of "py.warnings"
 
 
+class LogFormat(StrEnum):
+    """[log] format: JSON lines for journald, or lines for a person at a terminal."""
+
+    AUTO = "auto"  # console on a terminal, JSON otherwise
+    JSON = "json"
+    CONSOLE = "console"
+
+
 def configure(
-    fmt: str = "auto",
+    fmt: str = LogFormat.AUTO,
     level: str = "info",
     stream: TextIO | None = None,
     redact: Redactor = NOTHING,
 ) -> None:
-    """Set up structlog for the process. `fmt` is "auto", "json" or "console"."""
+    """Set up structlog for the process."""
     stream = sys.stdout if stream is None else stream
-    if fmt == "auto":
-        fmt = "console" if stream.isatty() else "json"
+    as_json: bool
+    match LogFormat(fmt):
+        case LogFormat.AUTO:
+            as_json = not stream.isatty()
+        case LogFormat.JSON:
+            as_json = True
+        case LogFormat.CONSOLE:
+            as_json = False
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -104,7 +119,7 @@ def configure(
     ]
     if redact:
         processors.append(_Redacting(redact))
-    if fmt == "json":
+    if as_json:
         processors.append(structlog.processors.JSONRenderer())
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))

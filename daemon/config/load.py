@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..logs import LogFormat
 from .model import (
     DUPLICATE_NUMBER_POLICIES,
     FACTURX_POLICIES,
@@ -142,9 +143,10 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
     service.finish()
 
     log = section(raw, "log")
-    log_format = log.get("format", str, "auto")
-    if log_format not in ("auto", "json", "console"):
-        raise ConfigError(f'log.format must be "auto", "json" or "console", got "{log_format}"')
+    fmt = log.get("format", str, LogFormat.AUTO)
+    if fmt not in tuple(LogFormat):
+        raise ConfigError(f'log.format must be "auto", "json" or "console", got "{fmt}"')
+    log_format = LogFormat(fmt)
     log_level = log.get("level", str, "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from ..logs import LogFormat
+
 DEFAULT_BASE_URL = "https://thirdparty.qonto.com"
 MAX_FILES_PER_REQUEST = 5  # Qonto's limit, not a setting.
 
@@ -144,7 +146,7 @@ class Config:
     validation: ValidationConfig = ValidationConfig()
     einvoicing: EinvoicingConfig = EinvoicingConfig()
     shutdown_grace_s: float = 20.0
-    log_format: str = "auto"
+    log_format: LogFormat = LogFormat.AUTO
     log_level: str = "info"
     heartbeat_s: float = 300.0
     notes: tuple[str, ...] = ()  # warnings about a configuration that loads all the same

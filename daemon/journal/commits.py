@@ -36,6 +36,13 @@ def readonly_uri(path: Path) -> str | None:
     return path.resolve().as_uri() + "?mode=ro" if path.exists() else None
 
 
+def _can_connect(database: str, *, uri: bool = False) -> None:
+    """Raise what connecting would raise, before aiosqlite starts its thread: a
+    connection that fails to open leaves that thread to answer after the caller
+    (a command's event loop) may be gone."""
+    sqlite3.connect(database, uri=uri).close()
+
+
 def _where(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -88,6 +95,7 @@ class Store:
             ) from None
         existed = await asyncio.to_thread(path.exists)
         try:
+            await asyncio.to_thread(_can_connect, str(path))
             db = await connect(path)
         except sqlite3.Error as exc:
             raise open_error(path, exc) from None
@@ -245,6 +253,7 @@ class Store:
         if uri is None:
             return None
         try:
+            await asyncio.to_thread(_can_connect, uri, uri=True)
             db = await aiosqlite.connect(uri, uri=True)
             db.row_factory = sqlite3.Row
             await run_closed(db, "PRAGMA busy_timeout = 10000")
