@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import itertools
 import json
 import os
 import re
 import socket
 import stat
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -33,12 +31,12 @@ SIDECAR_SUFFIX = ".error.json"
 # Hidden (watchers of the folder skip it) and short (any name fits beside it).
 # The host and pid say whose it is: daemons on other machines may share the folder.
 _TMP_PREFIX = ".qonto-invoice-daemon."
-_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
-_TMP_NAME = re.compile(
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
+TMP_NAME = re.compile(
     r"\.qonto-invoice-daemon(?:\.(?:(?P<host>[A-Za-z0-9-]+)\.)?(?P<pid>\d+)\.\d+\.tmp"
     r"|-(?P<old_pid>\d+)-.*)$"  # the second form: version 0.1.0's
 )
-_STALE_S = 24 * 3600  # a temporary this old is nobody's copy in progress
+STALE_S = 24 * 3600  # a temporary this old is nobody's copy in progress
 _tmp_counter = itertools.count()
 # A share that refuses hard links says so with one of these; then we copy.
 _NO_LINKS = frozenset(
@@ -385,88 +383,4 @@ def _write_synced(path: Path, text: str) -> None:
 
 
 def _tmp_name() -> str:
-    return f"{_TMP_PREFIX}{_HOST}.{os.getpid()}.{next(_tmp_counter)}.tmp"
-
-
-def clean_temporaries(directory: Path) -> int:
-    """Remove the temporary copies a killed daemon left in `directory`.
-
-    Only our own hidden names are touched: those of this machine whose
-    process is gone (another daemon sharing the folder may be copying right
-    now), and those of any machine that are a day old.
-    """
-    removed = 0
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:  # not there yet, or unreadable: nothing of ours to clean
-        return 0
-    for entry in entries:
-        match = _TMP_NAME.match(entry.name)
-        if match is None or not entry.is_file(follow_symlinks=False):
-            continue
-        pid = int(match.group("pid") or match.group("old_pid"))
-        mine = match.group("host") in (None, _HOST)
-        try:
-            stale = time.time() - entry.stat(follow_symlinks=False).st_ctime > _STALE_S
-        except OSError:
-            continue
-        if not stale and not (mine and (pid == os.getpid() or not _alive(pid))):
-            continue
-        with contextlib.suppress(OSError):
-            os.unlink(entry.path)
-            removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def copy_candidates(directory: Path, name: str, size: int) -> list[Path]:
-    """Files in `directory` that could be `name` filed there: same size, a name made from it."""
-    stem = os.path.splitext(os.fsencode(name))[0][:64]
-    found: list[Path] = []
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return found
-    for entry in entries:
-        if not os.fsencode(entry.name).startswith(stem) or entry.name.endswith(SIDECAR_SUFFIX):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_size == size:
-            found.append(Path(entry.path))
-    return found
-
-
-def sha256_of(path: Path) -> str | None:
-    """The file's SHA-256, or None if it cannot be read."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
-def find_copy(directory: Path, name: str, sha256: str, size: int) -> Path | None:
-    """A file in `directory` with this content under `name` or a name made from it.
-
-    Recognises a move that a kill interrupted after the copy got its name.
-    Only files of the same size whose name starts like `name` are hashed.
-    """
-    for candidate in copy_candidates(directory, name, size):
-        if sha256_of(candidate) == sha256:
-            return candidate
-    return None
+    return f"{_TMP_PREFIX}{HOST}.{os.getpid()}.{next(_tmp_counter)}.tmp"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import mover
+from daemon import leftovers, mover
 from daemon.errors import FileChanged
 from daemon.identity import Identity
 
@@ -183,7 +183,7 @@ def test_concurrent_moves_into_one_folder_never_overwrite(tmp_path):
 _WORKER = """
 import sys
 from pathlib import Path
-from daemon import mover
+from daemon import leftovers, mover
 root, n, k = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 sys.stdin.readline()  # start together
 for i in range(k):
@@ -282,7 +282,7 @@ def test_start_up_cleans_temporaries_of_dead_processes_only(tmp_path):
     live_tmp = done / f".qonto-invoice-daemon.{os.getppid()}.1.tmp"
     live_tmp.write_bytes(b"another daemon copying")
     (done / "invoice.pdf").write_bytes(b"a real file")
-    assert mover.clean_temporaries(done) == 2
+    assert leftovers.clean_temporaries(done) == 2
     assert sorted(p.name for p in done.iterdir()) == sorted([live_tmp.name, "invoice.pdf"])
 
 
@@ -294,8 +294,8 @@ def test_find_copy_recognises_a_complete_copy(tmp_path):
     (done / "inv-1.pdf").write_bytes(b"other")
     (done / "inv-2.pdf").write_bytes(b"content")
     sha = hashlib.sha256(b"content").hexdigest()
-    assert mover.find_copy(done, "inv.pdf", sha, 7) == done / "inv-2.pdf"
-    assert mover.find_copy(done, "zzz.pdf", sha, 7) is None
+    assert leftovers.find_copy(done, "inv.pdf", sha, 7) == done / "inv-2.pdf"
+    assert leftovers.find_copy(done, "zzz.pdf", sha, 7) is None
 
 
 def test_rewritten_in_place_during_a_copy_keeps_the_new_content(tmp_path, tmpfs):
@@ -388,4 +388,4 @@ def test_temporaries_of_other_machines_are_left_to_them(tmp_path):
     done.mkdir()
     theirs = done / ".qonto-invoice-daemon.other-host.1.0.tmp"  # pid 1 here is not theirs
     theirs.write_bytes(b"a copy in progress on another machine")
-    assert mover.clean_temporaries(done) == 0 and theirs.exists()
+    assert leftovers.clean_temporaries(done) == 0 and theirs.exists()

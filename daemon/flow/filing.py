@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from .. import mover
+from .. import leftovers, mover
 from ..config import Folder
 from ..errors import FileChanged, os_hint
 from ..identity import Identity
@@ -84,7 +84,7 @@ class Filing:
         path: Path, done: Path, sha256: str, expect: Identity, recovered: bool
     ) -> Path:
         if recovered:
-            found = mover.find_copy(done, path.name, sha256, expect.size)
+            found = leftovers.find_copy(done, path.name, sha256, expect.size)
             if found is not None:
                 _drop_original(path, expect)
                 return found
@@ -177,7 +177,7 @@ class Filing:
         max_copy_bytes: int | None,
     ) -> Path:
         if recovered and sha256 is not None:
-            found = mover.find_copy(failed, path.name, sha256, expect.size)
+            found = leftovers.find_copy(failed, path.name, sha256, expect.size)
             if found is not None and found.with_name(found.name + mover.SIDECAR_SUFFIX).exists():
                 _drop_original(path, expect)
                 return found

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from .. import mover
+from .. import leftovers
 from ..config import Folder
 from ..journal import Journal, State
 
@@ -27,7 +27,7 @@ async def reconcile(journal: Journal, folders: Sequence[Folder], stopping: async
     by_inbox = {f.inbox: f for f in folders}
     for each in folders:
         for directory in (each.done, each.failed):
-            removed += await asyncio.to_thread(mover.clean_temporaries, directory)
+            removed += await asyncio.to_thread(leftovers.clean_temporaries, directory)
     for record in await journal.in_state(State.IMPORTED):
         if stopping.is_set():
             return  # a stop during start-up: what is left is done at the next start
@@ -50,12 +50,12 @@ async def reconcile(journal: Journal, folders: Sequence[Folder], stopping: async
 async def _find_copy(
     directory: Path, name: str, sha256: str, size: int, stopping: asyncio.Event
 ) -> Path | None:
-    """mover.find_copy, one file per thread call, so that a stop is heard between files."""
-    candidates = await asyncio.to_thread(mover.copy_candidates, directory, name, size)
+    """leftovers.find_copy, one file per thread call, so that a stop is heard between files."""
+    candidates = await asyncio.to_thread(leftovers.copy_candidates, directory, name, size)
     for candidate in candidates:
         if stopping.is_set():
             return None
         log.debug("copy_hashing", path=candidate, looking_for=name)
-        if await asyncio.to_thread(mover.sha256_of, candidate) == sha256:
+        if await asyncio.to_thread(leftovers.sha256_of, candidate) == sha256:
             return candidate
     return None

@@ -83,7 +83,7 @@ async def test_a_second_stop_request_ends_start_up_at_once(
     """Whatever start-up is blocked on, the second request ends it without waiting."""
     import threading
 
-    from daemon import mover
+    from daemon import leftovers
 
     _, url = qonto
     release = threading.Event()
@@ -94,7 +94,7 @@ async def test_a_second_stop_request_ends_start_up_at_once(
         release.wait(60)
         return 0
 
-    monkeypatch.setattr(mover, "clean_temporaries", stuck)
+    monkeypatch.setattr(leftovers, "clean_temporaries", stuck)
     running = await start(ws.config(url))
     try:
         await wait_for(entered.is_set, what="start-up to block")
