@@ -17,6 +17,7 @@ from .commands.check import check_online, check_paths
 from .commands.common import EX_CONFIG, EX_FAILED, EX_OK, EX_TEMPFAIL, EX_USAGE
 from .commands.lookup import lookup
 from .commands.retry import retry_einvoices, retry_files
+from .commands.send import send_einvoices
 from .errors import AlreadyRunning, ConfigError, JournalError
 from .redact import Redactor
 from .service import Service
@@ -55,6 +56,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="send rejected e-invoices again (PATH: their files, in done/)")
     retry.add_argument("paths", nargs="*", type=Path, metavar="PATH")
 
+    send = sub.add_parser(
+        "send-einvoice", help="send invoices already imported through Qonto's e-invoicing"
+    )
+    send.add_argument("--config", required=True, type=Path)
+    send.add_argument("--invoice-id", action="append", default=[], metavar="ID",
+                      help="an imported invoice by its id (repeatable)")
+    send.add_argument("--org", default=None, metavar="LOGIN",
+                      help="the organization (needed with several and --invoice-id)")
+    send.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                      help="imported files, wherever they are now (a done/ folder included)")
+
     check = sub.add_parser("check-config", help="check a configuration before (re)starting")
     check.add_argument("--config", required=True, type=Path)
     check.add_argument("--online", action="store_true",
@@ -80,6 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = asyncio.run(status_mod.collect(cfg))
         print(status_mod.as_json(report) if args.json else status_mod.render(report))
         return EX_OK
+    if args.command == "send-einvoice":
+        if not args.paths and not args.invoice_id:
+            print("qonto-invoice-daemon: send-einvoice: name imported files, or --invoice-id",
+                  file=sys.stderr)
+            return EX_USAGE
+        try:
+            return asyncio.run(send_einvoices(cfg, args.paths, args.invoice_id, args.org))
+        except JournalError as exc:
+            print(f"qonto-invoice-daemon: {exc}: {exc.hint}", file=sys.stderr)
+            return EX_TEMPFAIL if exc.temporary else EX_CONFIG
     if args.command == "retry":
         if not args.paths and not args.all:
             print("qonto-invoice-daemon: retry: name failed files, or --all", file=sys.stderr)

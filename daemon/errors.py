@@ -37,20 +37,32 @@ class JournalUnavailable(Exception):
 
 
 class QontoError(Exception):
-    """A request to Qonto did not produce a result for every file sent."""
+    """A request to Qonto did not produce a result for every file sent.
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
+    `trace_id` is what Qonto's support asks for: Qonto puts it in every error
+    answer, and it is kept wherever the error is (the log, the journal, reports).
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, trace_id: str | None = None
+    ) -> None:
+        super().__init__(message if trace_id is None else f"{message} (trace_id {trace_id})")
         self.status = status
+        self.trace_id = trace_id
 
 
 class Transient(QontoError):
     """Try the same request again later (network, 429, 5xx, an answer we cannot read)."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        trace_id: str | None = None,
     ) -> None:
-        super().__init__(message, status=status)
+        super().__init__(message, status=status, trace_id=trace_id)
         self.retry_after_s = retry_after_s
 
 
@@ -61,10 +73,26 @@ class Rejected(QontoError):
     of them is bad: the caller splits the batch to find which.
     """
 
-    def __init__(self, message: str, *, status: int, code: str, detail: str) -> None:
-        super().__init__(message, status=status)
+    def __init__(
+        self, message: str, *, status: int, code: str, detail: str, trace_id: str | None = None
+    ) -> None:
+        super().__init__(message, status=status, trace_id=trace_id)
         self.code = code
         self.detail = detail
+
+
+class NotYet(QontoError):
+    """An e-invoice Qonto will not send now, for a reason that can go away by itself:
+    the client is not reachable on the e-invoicing network yet (`client`), or the
+    organization cannot send e-invoices yet (`organization`)."""
+
+    def __init__(
+        self, message: str, *, status: int, held_for: str, hint: str,
+        trace_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, trace_id=trace_id)
+        self.held_for = held_for
+        self.hint = hint
 
 
 class Unmatched(QontoError):
@@ -81,8 +109,10 @@ class AuthProblem(QontoError):
     Nothing is failed: the organization pauses and tries again later.
     """
 
-    def __init__(self, message: str, *, status: int, hint: str) -> None:
-        super().__init__(message, status=status)
+    def __init__(
+        self, message: str, *, status: int, hint: str, trace_id: str | None = None
+    ) -> None:
+        super().__init__(message, status=status, trace_id=trace_id)
         self.hint = hint
 
 

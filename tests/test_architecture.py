@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "daemon"
 FLOW_LAYERS = [
     {"records"},
     {"books"},
-    {"discover", "settle", "examine", "facturx", "batcher", "orgs", "filing"},
+    {"discover", "settle", "examine", "facturx", "batcher", "orgs", "filing", "lifecycle"},
     {"decide"},
     {"upload"},
     {"intake"},

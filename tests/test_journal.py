@@ -165,7 +165,7 @@ async def test_a_journal_of_schema_1_gets_the_invoice_facts_columns(tmp_path):
     finally:
         await journal.close()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"invoices", "organizations", "oauth_tokens", "einvoices"} <= tables
     conn.close()
@@ -195,13 +195,65 @@ async def test_a_journal_of_schema_2_gets_the_einvoices_table(tmp_path):
         assert old is not None and old.invoice_id == "inv-1" and old.state == "done"
         assert await journal.einvoices_of(LOGIN, "cd" * 32) == []  # imported before: not sent
         await journal.enqueue(LOGIN, "ef" * 32, tmp_path / "b.pdf", "b.pdf", 10)
-        await journal.record_imported(LOGIN, {"ef" * 32: "inv-2"}, einvoice=["ef" * 32])
+        await journal.record_imported(LOGIN, {"ef" * 32: "inv-2"},
+                                      einvoice={"ef" * 32: tmp_path / "b.pdf"})
         (e,) = await journal.einvoices_of(LOGIN, "ef" * 32)
         assert e.state == "pending" and e.invoice_id == "inv-2" and e.codes == []
+        assert e.path == tmp_path / "b.pdf"
     finally:
         await journal.close()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+async def test_a_journal_of_schema_3_keeps_its_e_invoices_with_their_events(tmp_path):
+    """Schema 3 is what the previous main wrote: lifecycle events were [code, when]."""
+    from daemon.journal.schema import MIGRATE_TO_2, MIGRATE_TO_3, statements
+
+    db = tmp_path / "state.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(SCHEMA_0_1_0)
+        for statement in statements(MIGRATE_TO_2) + statements(MIGRATE_TO_3):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 3")
+        conn.execute(
+            "INSERT INTO invoices (org, sha256, state, invoice_id, path, file_name, size, "
+            "attempts, last_error, created_at, updated_at) VALUES (?, ?, 'done', 'inv-1', ?, "
+            "'a.pdf', 10, 1, NULL, 't0', 't1')",
+            (LOGIN, "cd" * 32, os.fsencode(tmp_path / "done" / "a.pdf")),
+        )
+        conn.execute(
+            "INSERT INTO einvoices (org, invoice_id, sha256, state, einvoicing_status, "
+            "lifecycle, next_at, submitted_at, created_at, updated_at) VALUES "
+            "(?, 'inv-1', ?, 'submitted', 'received', ?, 0, '2026-11-01T10:00:00+00:00', "
+            "'2026-11-01T10:00:00.000+00:00', 't1')",
+            (LOGIN, "cd" * 32,
+             '[[200, "2026-11-01T10:00:05+00:00"], [202, "2026-11-01T11:00:00+00:00"]]'),
+        )
+        conn.execute(
+            "INSERT INTO einvoices (org, invoice_id, sha256, state, lifecycle, detail, next_at, "
+            "created_at, updated_at) VALUES (?, 'inv-2', ?, 'rejected', '[]', 'refused', 0, "
+            "'2026-11-01T10:00:00.000+00:00', 't1')",
+            (LOGIN, "ef" * 32),
+        )
+    conn.close()
+    journal = await Journal.open(db)
+    try:
+        (e,) = await journal.einvoices_of(LOGIN, "cd" * 32)
+        assert e.state == "submitted" and e.codes == [200, 202]
+        assert [x.at for x in e.events] == ["2026-11-01T10:00:05+00:00",
+                                            "2026-11-01T11:00:00+00:00"]
+        assert e.events[0].reason is None and e.held_for is None and e.path is None
+        (rejected,) = await journal.einvoices_of(LOGIN, "ef" * 32)
+        assert rejected.state == "rejected" and rejected.detail == "refused"
+        assert (await journal.get(LOGIN, "cd" * 32)).trace_id is None
+        # Still sent again on request, as before.
+        assert await journal.retry_einvoices(LOGIN, "ef" * 32) == 1
+    finally:
+        await journal.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     conn.close()
 
 

@@ -110,7 +110,8 @@ async def run_demo(*, keep: bool = False) -> int:
 
 
 async def _einvoicing(work: Path, base_url: str, emulator: Emulator) -> None:
-    """A folder with send_by_einvoice: one invoice goes through its lifecycle, one is refused."""
+    """A folder with send_by_einvoice: one invoice goes through its lifecycle; one waits
+    for its client to join the e-invoicing network, then goes out by itself."""
     import asyncio
     import hashlib
     import time
@@ -125,14 +126,16 @@ async def _einvoicing(work: Path, base_url: str, emulator: Emulator) -> None:
     facturx_pdf(inbox / "F-2026-0101.pdf", "F-2026-0101", 15000, buyer="UNREACHABLE SARL")
     emulator.lifecycle_step_s = 0.4  # Qonto's platform, in fast motion
     print("\nE-invoicing: a folder with send_by_einvoice = true (two invoices; the second "
-          "one's client is not reachable on the e-invoicing network)\n")
+          "one's client is not reachable on the e-invoicing network yet: it is held, and "
+          "sent by itself once the client is)\n")
     cfg = config.from_dict(
         {
             "qonto": {"base_url": base_url, "login": DEMO_LOGIN,
                       "secret_key_env": "QONTO_SECRET_KEY"},
             "database": {"path": str(work / "state.sqlite3")},
             "watch": {"settle_seconds": 0.5},
-            "einvoicing": {"poll_initial_seconds": 0.4, "poll_max_seconds": 0.8},
+            "einvoicing": {"poll_initial_seconds": 0.4, "poll_max_seconds": 0.8,
+                           "recheck_seconds": 1.0},
             "folders": [{"inbox": str(inbox), "done": str(inbox / "done"),
                          "failed": str(inbox / "failed"), "send_by_einvoice": True}],
         },
@@ -142,6 +145,7 @@ async def _einvoicing(work: Path, base_url: str, emulator: Emulator) -> None:
     service = Service(cfg)
     task = asyncio.create_task(service.run())
     shas = {}
+    released = False
     journal = await Journal.open_readonly(work / "state.sqlite3")
     assert journal is not None
     try:
@@ -151,16 +155,21 @@ async def _einvoicing(work: Path, base_url: str, emulator: Emulator) -> None:
             done = sorted((inbox / "done").glob("*.pdf")) if (inbox / "done").exists() else []
             shas = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in done}
             rows = [e for sha in shas.values() for e in await journal.einvoices_of(DEMO_LOGIN, sha)]
-            refused = any(e.state == "rejected" for e in rows)
-            if refused and any(202 in e.codes for e in rows):  # received by the buyer's platform
-                break
+            if any(e.state == "held" for e in rows) and not released:
+                # Meanwhile the client registers in the national directory.
+                for client in emulator.clients.values():
+                    client.e_invoicing_reachable = True
+                released = True
+                print("\n(the client is now reachable on the e-invoicing network)\n")
+            if released and len(rows) == 2 and all(202 in e.codes for e in rows):
+                break  # both received by the buyers' platforms
         service.request_stop("demo")
         await task
-        print("\nE-invoices (lookup --json: einvoice_state, einvoice_lifecycle):")
+        print("\nE-invoices (lookup --json: einvoice_state, einvoice_events):")
         for name, sha in sorted(shas.items()):
             for e in await journal.einvoices_of(DEMO_LOGIN, sha):
-                print(f"  {name:<20} {e.state:<10} lifecycle {e.codes or '-'}"
-                      + (f"  ({e.detail})" if e.detail else ""))
+                events = ", ".join(f"{x.code} at {x.at}" for x in e.events) or "-"
+                print(f"  {name:<20} {e.state:<10} {e.einvoicing_status or '':<10} {events}")
     finally:
         await journal.close()
 

@@ -45,11 +45,20 @@ async def lookup(cfg: Config, paths: Sequence[Path], *, as_json: bool) -> int:
                 "updated_at": r.updated_at if r else None,
                 # What the invoice XML said (flavor, profile, number, seller...), if read.
                 "facturx": r.facts if r else None,
-                # Sent by e-invoice: none (its folder does not send), pending, submitted,
-                # rejected, final; Qonto's einvoicing_status; the lifecycle codes seen.
+                # Qonto's trace_id with the last error (its support asks for it).
+                "trace_id": (r.trace_id if r else None) or (
+                    einvoice.trace_id if einvoice else None),
+                # Sent by e-invoice: none (its folder does not send), pending, held,
+                # submitted, rejected, final; why it is held (organization, client);
+                # Qonto's einvoicing_status; the lifecycle codes seen, and each event
+                # as Qonto sent it, oldest first.
                 "einvoice_state": einvoice.state if einvoice else "none",
+                "einvoice_held_for": einvoice.held_for if einvoice else None,
+                "einvoice_detail": redact(einvoice.detail) if einvoice and einvoice.detail
+                else None,
                 "einvoicing_status": einvoice.einvoicing_status if einvoice else None,
                 "einvoice_lifecycle": einvoice.codes if einvoice else [],
+                "einvoice_events": [e.as_json() for e in einvoice.events] if einvoice else [],
             })
     finally:
         if journal is not None:

@@ -49,7 +49,7 @@ def retry_files(cfg: Config, paths: list[Path], everything: bool) -> tuple[list[
 
 
 async def retry_einvoices(cfg: Config, paths: Sequence[Path], everything: bool) -> int:
-    """Rejected e-invoices become pending: the daemon sends them again within a minute."""
+    """Rejected and held e-invoices become pending: the daemon tries them within a minute."""
     journal = await Journal.open(cfg.database)
     status = EX_OK
     try:

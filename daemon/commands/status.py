@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import watcher
 from ..config import Config, Folder
-from ..flow.einvoice import Bucket, einvoice_counts
+from ..flow.lifecycle import Bucket, einvoice_counts
 from ..journal import Journal, State
 from ..lock import holder
 
@@ -47,7 +47,9 @@ async def collect(cfg: Config) -> dict[str, Any]:
                 "last_success_at": orgs.get(org.key, {}).get("last_success_at"),
                 "last_error": orgs.get(org.key, {}).get("last_error"),
                 "last_error_at": orgs.get(org.key, {}).get("last_error_at"),
-                # waiting (to be sent), submitted, delivered (202 or later), refused.
+                # waiting (to be sent), held (for the organization or the client),
+                # submitted, delivered (202 or later), action_needed (207, 208), refused
+                # (refused, rejected or failed).
                 "einvoices": einvoices.get(org.key, dict.fromkeys(Bucket, 0)),
             }
             for org in cfg.organizations
@@ -105,7 +107,8 @@ def render(status: dict[str, Any]) -> str:
         if any(e.values()):
             lines.append(
                 f"{o['org']} e-invoices: {e['submitted']} submitted, {e['delivered']} delivered, "
-                f"{e['refused']} refused or rejected, {e['waiting']} waiting to be sent"
+                f"{e['refused']} refused or rejected, {e['waiting']} waiting to be sent, "
+                f"{e['held']} held, {e['action_needed']} needing action (dispute, suspension)"
             )
     return "\n".join(lines)
 

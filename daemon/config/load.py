@@ -133,6 +133,7 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
         ),
         poll_max_s=ein.positive("poll_max_seconds", float, EinvoicingConfig.poll_max_s),
         track_days=ein.positive("track_days", float, EinvoicingConfig.track_days),
+        recheck_s=ein.positive("recheck_seconds", float, EinvoicingConfig.recheck_s),
     )
     ein.finish()
     if einvoicing.poll_max_s < einvoicing.poll_initial_s:

@@ -101,7 +101,8 @@ class EinvoicingConfig:
 
     poll_initial_s: float = 60.0  # the first look after a send
     poll_max_s: float = 21600.0  # the spacing doubles up to this
-    track_days: float = 30.0  # then tracking stops
+    track_days: float = 30.0  # then tracking stops (and a held e-invoice gives up)
+    recheck_s: float = 3600.0  # a held e-invoice: its organization and client read again
 
 
 @dataclass(frozen=True)

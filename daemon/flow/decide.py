@@ -41,6 +41,9 @@ class Decision:
     # a copy already complete in failed/ is recognised instead of made twice.
     recovered: bool = False
     invoice: Invoice | None = None  # FAIL: its facts go into the journal
+    # KNOWN in a send_by_einvoice folder: the invoice is to be sent by e-invoice,
+    # whatever folder first imported its content.
+    einvoice: bool = False
 
 
 async def decide(
@@ -61,7 +64,13 @@ async def decide(
     if found.problem is not None:
         return Decision(Verdict.FAIL, problem=found.problem, recovered=here)
     if record is not None and record.invoice_id and record.state in (State.IMPORTED, State.DONE):
-        return Decision(Verdict.KNOWN, record=record)
+        if not folder.send_by_einvoice:
+            return Decision(Verdict.KNOWN, record=record)
+        # Dropped here to be e-invoiced: judged as a new file would be.
+        problem, _ = under_policy(folder.facturx, found.kind, invoice, unreadable)
+        if problem is not None and found.complete:
+            return Decision(Verdict.FAIL, problem=problem, invoice=invoice)
+        return Decision(Verdict.KNOWN, record=record, einvoice=True)
     if record is not None and record.state is State.FAILED and here:
         # Rejected before, and failed/ refused it: move it, never send it again.
         reason, _, detail = (record.last_error or "rejected: ").partition(": ")

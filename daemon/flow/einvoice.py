@@ -1,17 +1,25 @@
 """Step 8: sending imported invoices by e-invoice, then following their lifecycle.
 
-For folders with `send_by_einvoice = true`, the journal records the intent
-to send in the same transaction as the invoice_id (journal.record_imported),
-so a crash can neither lose a send nor repeat one that was answered: each
-e-invoice's state (pending, submitted, rejected, final) is committed before
-the next step. `send_by_einvoice` is safe to call twice (Qonto documents it),
-which covers only the instant between Qonto's answer and our commit.
+For folders with `send_by_einvoice = true` the journal records the intent to
+send with the invoice_id (journal.record_imported), so a crash can neither
+lose a send nor repeat one that was answered: each e-invoice's state is
+committed before the next step. `send_by_einvoice` is safe to call twice
+(Qonto documents it), which covers the instant between Qonto's answer and
+our commit.
+
+Before a send, what Qonto lets a client read is checked: the organization's
+`sending_status` (GET /v2/einvoicing/settings) and the client's
+`e_invoicing_reachable` (GET /v2/clients/{id}). An e-invoice that cannot go
+yet is held, checked again every `recheck_seconds`, and sent by itself once it
+can, up to `track_days` after its import. Where those reads are refused (a key
+without the scope), the send goes and its refusal is judged. Nothing here ever
+pauses uploads.
 
 Submitted invoices are looked at with `GET /v2/client_invoices/{id}` on a
-schedule that starts at `poll_initial_seconds` and doubles up to
-`poll_max_seconds`, until a final lifecycle code (210 refused, 212 paid,
-213 rejected) or `track_days`. One request at a time, on its own: uploads
-never wait for it, and it takes at most half of the rate limits.
+schedule from `poll_initial_seconds`, doubling up to `poll_max_seconds`, until
+a final code (210, 212, 213), a failing `einvoicing_status`, or `track_days`.
+One request at a time: uploads never wait for it, and it takes at most half
+of the rate limits.
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
-from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -29,33 +38,39 @@ import structlog
 from ..aio import wait_first
 from ..backoff import next_delay
 from ..config import EinvoicingConfig, UploadConfig
-from ..errors import AuthProblem, Rejected, Transient
+from ..errors import NotYet, QontoError, Rejected, Transient
 from ..journal import Einvoice, EinvoiceState, Journal
-from ..timing import DEFAULT, Intervals
+from ..timing import DEFAULT, Clock, Intervals
+from .lifecycle import (
+    ACT_CODES,
+    ERROR_CODES,
+    FAILED_STATUSES,
+    FINAL_CODES,
+    REJECTED_HINT,
+    HeldFor,
+    label,
+    new_events,
+    numbers,
+    read_events,
+)
 from .orgs import Org
 
 log = structlog.get_logger()
-
-# The French reform's lifecycle codes (as Qonto reports them).
-LABELS = {
-    200: "Déposée", 201: "Émise par la plateforme", 202: "Reçue par la plateforme",
-    203: "Mise à disposition", 204: "Prise en charge", 205: "Approuvée",
-    206: "Approuvée partiellement", 207: "En litige", 208: "Suspendue", 209: "Complétée",
-    210: "Refusée", 211: "Paiement transmis", 212: "Encaissée", 213: "Rejetée",
-}
-FINAL_CODES = frozenset({210, 212, 213})
-ERROR_CODES = {
-    210: "the buyer refused the invoice: contact the client, then issue a credit note or a "
-    "corrected invoice",
-    213: "the e-invoicing platform rejected the invoice: see its detail in Qonto, correct the "
-    "invoice in the ERP and issue it again",
-}
-REJECTED_HINT = (
-    "check in Qonto that e-invoicing is activated, that the organization is registered in the "
-    "directory (Annuaire) and that the client is reachable on the e-invoicing network; then "
-    "run `qonto-invoice-daemon retry --einvoice PATH`"
-)
+# Why an e-invoice waits, what Qonto said (and its trace_id), and whether that is
+# Qonto's answer just now (True) or what an earlier answer said (False).
+Held = tuple[HeldFor, str, str | None, bool]
 _DUE_BATCH = 100
+_STATUS_CHARS = 64
+SENDING_ENABLED = "enabled"
+HELD_HINTS = {
+    HeldFor.ORGANIZATION: "activate e-invoicing for the organization in Qonto (Settings > "
+    "E-invoicing) and check that the key or OAuth consent may send e-invoices; held "
+    "e-invoices are sent by themselves once it is",
+    HeldFor.CLIENT: "the client is not reachable on the e-invoicing network yet (not in the "
+    "directory): it is sent by itself once the client is; or send it another way and "
+    "leave it",
+}
+
 
 class Einvoicing:
     def __init__(
@@ -68,6 +83,7 @@ class Einvoicing:
         stopping: asyncio.Event,
         rng: random.Random | None = None,
         intervals: Intervals = DEFAULT,
+        clock: Clock = time.time,
     ) -> None:
         self._journal = journal
         self._orgs = orgs
@@ -76,27 +92,38 @@ class Einvoicing:
         self._stopping = stopping
         self._rng = rng or random.Random()
         self._intervals = intervals
+        self._clock = clock  # wall-clock: next_at survives restarts
+        # Organizations whose e-invoicing is held, until when (wall-clock), and why.
+        self._org_held: dict[str, tuple[float, str]] = {}
+        self._settings_read: dict[str, float] = {}  # when each one's settings were read
+        self._clients: dict[tuple[str, str], tuple[float, bool]] = {}  # reachable, when read
 
-    async def run(self) -> None:
+    async def run(self, *, once: bool = False) -> None:
+        """Send, hold and follow until the daemon stops; with `once`, until nothing is
+        due now (held and submitted ones wait for the next run)."""
         woken = [org.einvoices_recorded for org in self._orgs.values()]
         while not self._stopping.is_set():
             for event in woken:
                 event.clear()
-            # Organizations not paused: another's rows never block them.
+            # Organizations whose uploads are refused would be refused here too.
             active = [key for key, org in self._orgs.items() if not org.paused]
-            due = await self._journal.einvoices_due(active, time.time(), _DUE_BATCH)
+            due = await self._journal.einvoices_due(active, self._clock(), _DUE_BATCH)
             for e in due:
                 if self._stopping.is_set():
                     return
-                org = self._orgs[e.org]
-                if org.paused:  # paused by an answer in this round
+                if self._orgs[e.org].paused:  # paused by an upload meanwhile
                     continue
-                if e.state is EinvoiceState.PENDING:
-                    await self._send(e, org)
-                else:
-                    await self._track(e, org)
+                match e.state:
+                    case EinvoiceState.PENDING | EinvoiceState.HELD:
+                        await self._send(e, self._orgs[e.org])
+                    case EinvoiceState.SUBMITTED:
+                        await self._track(e, self._orgs[e.org])
+                    case EinvoiceState.REJECTED | EinvoiceState.FINAL:
+                        pass
             if len(due) == _DUE_BATCH:
                 continue
+            if once and not due:
+                return
             # A pause ends by the clock: look again soon while one lasts.
             wait_s = (
                 self._intervals.einvoice_paused_s if len(active) < len(self._orgs)
@@ -104,37 +131,120 @@ class Einvoicing:
             )
             next_at = await self._journal.next_einvoice_at(active)
             if next_at is not None:
-                wait_s = min(wait_s, max(0.0, next_at - time.time()))
+                wait_s = min(wait_s, max(0.0, next_at - self._clock()))
             if wait_s > 0 or not due:
                 await wait_first(self._stopping, *woken, timeout_s=max(wait_s, 0.05))
 
-    async def _where(self, e: Einvoice) -> Any:
+    async def _path(self, e: Einvoice) -> Path | None:
+        """The file the e-invoice was asked for (rows from before v4: the content's file)."""
+        if e.path is not None:
+            return e.path
         record = await self._journal.get(e.org, e.sha256)
         return record.path if record is not None else None
 
+    # -- sending -----------------------------------------------------------------------
+
     async def _send(self, e: Einvoice, org: Org) -> None:
-        bound = log.bind(org=e.org, invoice_id=e.invoice_id, path=await self._where(e))
+        bound = log.bind(org=e.org, invoice_id=e.invoice_id, path=await self._path(e))
+        now = self._clock()
+        if e.state is EinvoiceState.HELD and _age_s(e.created_at, now) >= self._days_s:
+            await self._journal.update_einvoice(e, state=EinvoiceState.REJECTED)
+            bound.error("einvoice_rejected", status=None, code="held_too_long",
+                        detail=f"held for its {e.held_for} for {self._settings.track_days:g} "
+                        f"days: {e.detail}", trace_id=e.trace_id, hint=REJECTED_HINT)
+            return
         try:
+            held, client_id = await self._prerequisites(e, org)
+            e = replace(e, client_id=client_id)  # kept with whatever is written next
+            if held is not None:
+                await self._hold(e, held, bound)
+                return
             await org.client.send_by_einvoice(e.invoice_id)
         except Transient as exc:
             await self._later(e, exc, bound, "einvoice_send_retry")
             return
-        except AuthProblem as exc:
-            await org.refused(exc)  # 401/403: e-invoices and uploads alike
+        except NotYet as exc:
+            await self._hold(e, (HeldFor(exc.held_for), str(exc), exc.trace_id, True), bound)
             return
         except Rejected as exc:
             await self._journal.update_einvoice(
-                e, state=EinvoiceState.REJECTED, detail=exc.detail, attempts=e.attempts + 1
+                e, state=EinvoiceState.REJECTED, detail=exc.detail, attempts=e.attempts + 1,
+                trace_id=exc.trace_id,
             )
             bound.error("einvoice_rejected", status=exc.status, code=exc.code, detail=exc.detail,
-                        hint=REJECTED_HINT)
+                        trace_id=exc.trace_id, hint=REJECTED_HINT)
             return
-        now = time.time()
+        self._org_held.pop(e.org, None)
+        now = self._clock()
         await self._journal.update_einvoice(
             e, state=EinvoiceState.SUBMITTED, detail=None, attempts=e.attempts + 1,
-            submitted_at=_iso(now), next_at=now + self._settings.poll_initial_s,
+            held_for=None, trace_id=None, submitted_at=_iso(now),
+            next_at=now + self._settings.poll_initial_s,
         )
-        bound.info("einvoice_submitted", next_check_s=self._settings.poll_initial_s)
+        bound.info("einvoice_submitted", next_check_s=self._settings.poll_initial_s,
+                   was_held_for=e.held_for)
+
+    async def _prerequisites(
+        self, e: Einvoice, org: Org
+    ) -> tuple[Held | None, str | None]:
+        """(why the e-invoice cannot go now, or None: send it and judge the answer;
+        the invoice's client id, once known).
+
+        Reads that Qonto refuses this key (403/404) say nothing: the send decides.
+        """
+        now = self._clock()
+        client_id = e.client_id
+        held = self._org_held.get(e.org)
+        if held is not None and now < held[0]:
+            # Known to be held: no request until the organization is read again.
+            return (HeldFor.ORGANIZATION, held[1], None, False), client_id
+        if now - self._settings_read.get(e.org, -1e18) >= self._settings.recheck_s:
+            settings = await _readable(org.client.einvoicing_settings())
+            self._settings_read[e.org] = now
+            sending = settings.get("sending_status") if settings is not None else None
+            if isinstance(sending, str) and sending != SENDING_ENABLED:
+                why = f"e-invoicing sending_status is {sending[:_STATUS_CHARS]!r}"
+                return (HeldFor.ORGANIZATION, why, None, True), client_id
+        if client_id is None:
+            invoice = await _readable(org.client.client_invoice(e.invoice_id))
+            client = invoice.get("client") if invoice is not None else None
+            found = client.get("id") if isinstance(client, dict) else None
+            if isinstance(found, str | int) and not isinstance(found, bool) and str(found):
+                client_id = str(found)[:_STATUS_CHARS]
+        if client_id is None:
+            return None, None
+        reachable = self._clients.get((e.org, client_id))
+        if reachable is None or now - reachable[0] >= self._settings.recheck_s:
+            client = await _readable(org.client.client(client_id))
+            value = client.get("e_invoicing_reachable") if client is not None else None
+            if not isinstance(value, bool):
+                return None, client_id
+            reachable = self._clients[(e.org, client_id)] = (now, value)
+        if not reachable[1]:
+            why = f"client {client_id}: e_invoicing_reachable is false"
+            return (HeldFor.CLIENT, why, None, True), client_id
+        return None, client_id
+
+    async def _hold(self, e: Einvoice, held: Held, bound: Any) -> None:
+        """Wait for the organization or the client; one error line when it becomes held."""
+        held_for, detail, trace_id, fresh = held
+        now = self._clock()
+        newly = e.state is not EinvoiceState.HELD or e.held_for != held_for
+        if held_for is HeldFor.ORGANIZATION:
+            # The organization as a whole: said once, not once per invoice; and only
+            # Qonto's own answer starts a new hold (a hold never extends itself).
+            newly = newly and e.org not in self._org_held
+            if fresh:
+                self._org_held[e.org] = (now + self._settings.recheck_s, detail)
+        await self._journal.update_einvoice(
+            e, state=EinvoiceState.HELD, held_for=held_for, detail=detail, trace_id=trace_id,
+            attempts=0, next_at=now + self._settings.recheck_s,
+        )
+        if newly:
+            bound.error("einvoice_held", held_for=held_for, detail=detail, trace_id=trace_id,
+                        recheck_s=self._settings.recheck_s, hint=HELD_HINTS[held_for])
+
+    # -- following -----------------------------------------------------------------------
 
     async def _track(self, e: Einvoice, org: Org) -> None:
         bound = log.bind(org=e.org, invoice_id=e.invoice_id)
@@ -143,61 +253,89 @@ class Einvoicing:
         except Transient as exc:
             await self._later(e, exc, bound, "einvoice_check_retry")
             return
-        except AuthProblem as exc:
-            await org.refused(exc)  # 401/403: e-invoices and uploads alike
+        except NotYet as exc:
+            # Reading is refused (the consent or the scope changed): looked at later.
+            await self._journal.update_einvoice(
+                e, detail=str(exc), trace_id=exc.trace_id,
+                next_at=self._clock() + self._settings.recheck_s,
+            )
+            bound.warning("einvoice_check_retry", error=str(exc), status=exc.status,
+                          trace_id=exc.trace_id, delay_s=self._settings.recheck_s)
             return
-        except Rejected as exc:
-            if exc.status != 404:  # not a refusal to act on: look again later
-                await self._later(e, Transient(str(exc), status=exc.status), bound,
-                                  "einvoice_check_retry")
-                return
-            # Deleted in Qonto: nothing more to follow.
-            await self._journal.update_einvoice(e, state=EinvoiceState.FINAL, detail=exc.detail)
+        except Rejected as exc:  # gone (deleted in Qonto: 404, 410) or never to be read
+            await self._journal.update_einvoice(e, state=EinvoiceState.FINAL, detail=exc.detail,
+                                                trace_id=exc.trace_id)
             bound.error("einvoice_tracking_stopped", status=exc.status, detail=exc.detail,
-                        path=await self._where(e),
+                        trace_id=exc.trace_id, path=await self._path(e),
                         hint="the invoice cannot be read in Qonto any more (deleted?)")
             return
-        now = time.time()
-        status = invoice.get("einvoicing_status")
-        status = None if status is None else str(status)  # stored as it comes
-        seen = set(e.codes)
-        new: list[tuple[int, str]] = []
-        for code, when in _events(invoice.get("einvoicing_lifecycle_events"), now):
-            if code not in seen:
-                seen.add(code)
-                new.append((code, when))
+        await self._follow(e, invoice, bound)
+
+    async def _follow(self, e: Einvoice, invoice: dict[str, Any], bound: Any) -> None:
+        now = self._clock()
+        raw_status = invoice.get("einvoicing_status")
+        status = None if raw_status is None else str(raw_status)[:_STATUS_CHARS]
+        new = new_events(e.events, read_events(invoice.get("einvoicing_lifecycle_events")))
+        events = e.events + tuple(new)
+        codes = numbers(x.code for x in events)
+        failed = status in FAILED_STATUSES
+        ended = bool(FINAL_CODES & codes) or failed
+        expired = _age_s(e.submitted_at, now) >= self._days_s
         checks = e.checks + 1
-        ended = bool(FINAL_CODES & seen)
-        expired = _tracked_since(e, now) >= self._settings.track_days * 86400
-        interval_s = poll_interval_s(self._settings, checks)
         await self._journal.update_einvoice(
             e, state=EinvoiceState.FINAL if ended or expired else EinvoiceState.SUBMITTED,
-            einvoicing_status=status,
-            lifecycle=e.lifecycle + tuple(new), checks=checks, attempts=0,
-            next_at=now + interval_s,
+            einvoicing_status=status, events=events, checks=checks, attempts=0,
+            next_at=now + poll_interval_s(self._settings, checks), detail=None, trace_id=None,
         )
-        path = await self._where(e) if new else None
-        for code, when in new:
-            fields = dict(code=code, label=LABELS.get(code, "code inconnu"),
-                          einvoicing_status=status, at=when, path=path)
-            if code in ERROR_CODES:
-                bound.error("einvoice_status_changed", hint=ERROR_CODES[code], **fields)
+        path = await self._path(e) if new or failed else None
+        for event in new:
+            fields: dict[str, Any] = dict(
+                code=event.code, label=label(event.code), einvoicing_status=status,
+                at=event.at, reason=event.reason, reason_message=event.reason_message, path=path,
+            )
+            if event.code in ERROR_CODES:
+                bound.error("einvoice_status_changed", hint=ERROR_CODES[event.code], **fields)
+            elif event.code in ACT_CODES:
+                bound.warning("einvoice_status_changed", hint=ACT_CODES[event.code], **fields)
             else:
                 bound.info("einvoice_status_changed", **fields)
-        if expired and not ended:
+        if failed and e.einvoicing_status != status:
+            why = next((x for x in reversed(events) if x.reason or x.reason_message), None)
+            bound.error(
+                "einvoice_failed", path=path, einvoicing_status=status,
+                reason=why.reason if why else None,
+                reason_message=why.reason_message if why else None,
+                hint=FAILED_STATUSES[status or ""],
+            )
+        elif expired and not ended:
             bound.info("einvoice_tracking_ended", track_days=self._settings.track_days,
-                       einvoicing_status=status, codes=sorted(seen))
+                       einvoicing_status=status, codes=[x.code for x in events])
 
-    async def _later(self, e: Einvoice, exc: Transient, bound: Any, event: str) -> None:
+    async def _later(self, e: Einvoice, exc: QontoError, bound: Any, event: str) -> None:
+        retry_after = exc.retry_after_s if isinstance(exc, Transient) else None
         delay_s = next_delay(
-            e.attempts, exc.retry_after_s, self._rng,
+            e.attempts, retry_after, self._rng,
             initial_s=self._upload.backoff_initial_s, max_s=self._upload.backoff_max_s,
         )
         await self._journal.update_einvoice(
-            e, attempts=e.attempts + 1, next_at=time.time() + delay_s
+            e, attempts=e.attempts + 1, next_at=self._clock() + delay_s, trace_id=exc.trace_id
         )
         bound.warning(event, error=str(exc), status=exc.status, attempt=e.attempts + 1,
-                      delay_s=round(delay_s, 2))
+                      delay_s=round(delay_s, 2), trace_id=exc.trace_id)
+
+    @property
+    def _days_s(self) -> float:
+        return self._settings.track_days * 86400
+
+
+async def _readable(read: Any) -> dict[str, Any] | None:
+    """A prerequisite's read, or None when Qonto will not say (refused, not found,
+    unreadable): the send then decides."""
+    try:
+        found = await read
+    except (Rejected, NotYet, Transient):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def poll_interval_s(settings: EinvoicingConfig, checks: int) -> float:
@@ -205,67 +343,17 @@ def poll_interval_s(settings: EinvoicingConfig, checks: int) -> float:
     return min(settings.poll_initial_s * 2.0 ** min(checks, 60), settings.poll_max_s)
 
 
-def _events(raw: object, now: float) -> list[tuple[int, str]]:
-    """(code, when) of each readable lifecycle event, in the order given."""
-    out: list[tuple[int, str]] = []
-    if not isinstance(raw, list):
-        return out
-    for event in raw:
-        if not isinstance(event, dict):
-            continue
-        code = event.get("status_code")
-        if isinstance(code, str) and code.isdigit():
-            code = int(code)
-        if not isinstance(code, int) or isinstance(code, bool):
-            continue
-        when = next((str(event[k]) for k in ("occurred_at", "created_at", "date")
-                     if event.get(k)), _iso(now))
-        out.append((code, when))
-    return out
-
-
-def _tracked_since(e: Einvoice, now: float) -> float:
-    if e.submitted_at is None:
+def _age_s(iso: str | None, now: float) -> float:
+    if iso is None:
         return 0.0
     try:
-        return now - datetime.fromisoformat(e.submitted_at).timestamp()
+        then = datetime.fromisoformat(iso)
     except ValueError:
         return 0.0
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return now - then.timestamp()
 
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
-
-
-class Bucket(StrEnum):
-    """Which of `status`'s e-invoice counts an e-invoice falls in."""
-
-    WAITING = "waiting"
-    SUBMITTED = "submitted"
-    DELIVERED = "delivered"
-    REFUSED = "refused"
-
-
-REFUSED_CODES = frozenset({210, 213})
-
-
-def bucket(state: EinvoiceState, codes: Sequence[int]) -> Bucket:
-    if REFUSED_CODES.intersection(codes):
-        return Bucket.REFUSED
-    match state:
-        case EinvoiceState.REJECTED:
-            return Bucket.REFUSED
-        case EinvoiceState.PENDING:
-            return Bucket.WAITING
-        case EinvoiceState.SUBMITTED | EinvoiceState.FINAL:
-            return Bucket.DELIVERED if any(c >= 202 for c in codes) else Bucket.SUBMITTED
-
-
-def einvoice_counts(
-    summaries: Iterable[tuple[str, EinvoiceState, list[int]]],
-) -> dict[str, dict[str, int]]:
-    """Per organization: waiting, submitted, delivered (202 or later), refused."""
-    out: dict[str, dict[str, int]] = {}
-    for org, state, codes in summaries:
-        out.setdefault(org, dict.fromkeys(Bucket, 0))[bucket(state, codes)] += 1
-    return out

@@ -41,6 +41,7 @@ class Filing:
         expect: Identity,
         event: str = "file_imported",
         recovered: bool = False,
+        einvoice: str | None = None,
         **fields: object,
     ) -> Path | None:
         """Move an imported file into done/ (its invoice_id is already committed).
@@ -74,6 +75,8 @@ class Filing:
         await self._journal.mark_done(org, sha256, dest)
         if recovered:
             fields["recovered"] = True
+        if einvoice is not None:
+            fields["einvoice"] = einvoice  # asked for from a send_by_einvoice folder
         log.info(
             event, path=path, dest=dest, sha256=sha256, org=org, invoice_id=invoice_id, **fields
         )
@@ -104,6 +107,7 @@ class Filing:
         recovered: bool = False,
         invoice: Invoice | None = None,
         max_copy_bytes: int | None = None,
+        trace_id: str | None = None,
         **extra: object,
     ) -> Path | None:
         """Record a rejection, then move the file into failed/ with its sidecar.
@@ -114,8 +118,12 @@ class Filing:
         """
         org = folder.org.key
         error = f"{reason}: {detail}"
+        if trace_id is not None:
+            extra["trace_id"] = trace_id  # what Qonto's support asks for
         if sha256 is not None:
-            await self._journal.mark_failed(org, sha256, path, file_name, size, error, invoice)
+            await self._journal.mark_failed(
+                org, sha256, path, file_name, size, error, invoice, trace_id
+            )
         report: dict[str, object] = {
             "reason": reason,
             "detail": detail,
@@ -159,7 +167,9 @@ class Filing:
             return None
         self._move_errors.pop(path, None)
         if sha256 is not None:
-            await self._journal.mark_failed(org, sha256, dest, file_name, size, error)
+            await self._journal.mark_failed(
+                org, sha256, dest, file_name, size, error, trace_id=trace_id
+            )
         log.warning(
             "file_failed", path=path, dest=dest, sha256=sha256, org=org, reason=reason,
             detail=detail, **extra,

@@ -28,6 +28,7 @@ from .batcher import Limits
 from .books import Books
 from .decide import Decision, Verdict, decide
 from .filing import Filing
+from .orgs import Org
 from .records import Content, Inspection, Kind, Outcome, Pending, Problem, Seen
 from .settle import Settled, Unfinished
 from .upload import OrgUploader
@@ -66,6 +67,7 @@ class Intake:
         unfinished: Unfinished,
         filing: Filing,
         uploads: Mapping[str, OrgUploader],
+        orgs: Mapping[str, Org],
         limits: Limits,
         parsers: ParserPool | None,
         stopping: asyncio.Event,
@@ -81,6 +83,7 @@ class Intake:
         self._unfinished = unfinished
         self._filing = filing
         self._uploads = uploads
+        self._orgs = orgs
         self._limits = limits
         self._parsers = parsers
         self._stopping = stopping
@@ -224,7 +227,8 @@ class Intake:
             case Verdict.KNOWN:
                 assert decision.record is not None and decision.record.invoice_id
                 return await self._file_known(
-                    folder, path, decision.record.path, found, decision.record.invoice_id
+                    folder, path, decision.record.path, found, decision.record.invoice_id,
+                    einvoice=decision.einvoice,
                 )
             case Verdict.FAIL:
                 assert decision.problem is not None
@@ -337,16 +341,32 @@ class Intake:
         return self.config.upload.max_request_bytes - framing
 
     async def _file_known(
-        self, folder: Folder, path: Path, known_path: Path, found: Inspection, invoice_id: str
+        self,
+        folder: Folder,
+        path: Path,
+        known_path: Path,
+        found: Inspection,
+        invoice_id: str,
+        *,
+        einvoice: bool,
     ) -> Outcome:
-        """Content that already has an invoice_id goes to done/ without another upload."""
+        """Content that already has an invoice_id goes to done/ without another upload;
+        from a send_by_einvoice folder, its invoice is sent by e-invoice (once)."""
+        asked: str | None = None
+        if einvoice:
+            org = folder.org.key
+            before = await self._journal.request_einvoice(org, invoice_id, found.sha256, path)
+            asked = before or "requested"  # or what it already was: sent once per invoice
+            if before is None:
+                self._orgs[org].einvoices_recorded.set()
         if known_path == path:  # imported, but not moved yet (crash, permissions)
             dest = await self._filing.done(
-                folder, path, found.sha256, invoice_id, expect=found.identity, recovered=True
+                folder, path, found.sha256, invoice_id, expect=found.identity, recovered=True,
+                einvoice=asked,
             )
         else:
             dest = await self._filing.done(
                 folder, path, found.sha256, invoice_id, expect=found.identity,
-                event="file_duplicate", duplicate_of=str(known_path),
+                event="file_duplicate", duplicate_of=str(known_path), einvoice=asked,
             )
         return Outcome.DUPLICATE if dest is not None else Outcome.LEFT

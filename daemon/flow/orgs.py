@@ -34,6 +34,10 @@ class Client(Protocol):
 
     async def client_invoice(self, invoice_id: str) -> dict[str, Any]: ...
 
+    async def einvoicing_settings(self) -> dict[str, Any]: ...
+
+    async def client(self, client_id: str) -> dict[str, Any]: ...
+
 
 class AuthGate:
     """Holds an organization's requests while its credentials are refused."""
@@ -109,13 +113,13 @@ class Org:
             if not self.gave_up:
                 log.error(
                     "org_paused", org=self.key, status=exc.status, error=str(exc),
-                    hint=exc.hint, pause_s=None,
+                    trace_id=exc.trace_id, hint=exc.hint, pause_s=None,
                 )
             self.gave_up = True
             return
         pause_s = self.gate.close()
         if pause_s is not None:
             log.error(
-                "org_paused", org=self.key, status=exc.status, error=str(exc), hint=exc.hint,
-                pause_s=pause_s,
+                "org_paused", org=self.key, status=exc.status, error=str(exc),
+                trace_id=exc.trace_id, hint=exc.hint, pause_s=pause_s,
             )

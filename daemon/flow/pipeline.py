@@ -93,7 +93,8 @@ class Pipeline:
         }
         self.intake = Intake(
             cfg, journal=journal, books=self.books, settled=self.settled,
-            unfinished=unfinished, filing=filing, uploads=self.uploads, limits=limits,
+            unfinished=unfinished, filing=filing, uploads=self.uploads, orgs=self.orgs,
+            limits=limits,
             parsers=parsers, stopping=stopping, once=once, intervals=intervals,
         )
         self.einvoicing = Einvoicing(

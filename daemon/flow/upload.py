@@ -214,16 +214,20 @@ class OrgUploader:
                 bound.warning(
                     "batch_retry", error=str(exc), status=exc.status, attempt=attempt,
                     delay_s=round(delay_s, 2), files=len(batch),
-                    retry_after_s=exc.retry_after_s,
+                    retry_after_s=exc.retry_after_s, trace_id=exc.trace_id,
                 )
-                await self._journal.note_error(self.org, [p.sha256 for p in batch], str(exc))
+                await self._journal.note_error(
+                    self.org, [p.sha256 for p in batch], str(exc), exc.trace_id
+                )
                 await self._journal.note_org(self.org, error=str(exc))
                 if await wait_event(self._stopping, delay_s):
                     self._leave(batch)
                     return
                 continue
             except AuthProblem as exc:
-                await self._journal.note_error(self.org, [p.sha256 for p in batch], str(exc))
+                await self._journal.note_error(
+                    self.org, [p.sha256 for p in batch], str(exc), exc.trace_id
+                )
                 await self._org.refused(exc)
                 continue
             except (Rejected, Unmatched) as exc:
@@ -261,7 +265,8 @@ class OrgUploader:
         """All-or-nothing: one bad file sank the request, so find it by halves."""
         half = len(batch) // 2
         bound.warning(
-            "batch_split", status=exc.status, error=str(exc), files=len(batch),
+            "batch_split", status=exc.status, error=str(exc), trace_id=exc.trace_id,
+            files=len(batch),
             halves=[half, len(batch) - half],
         )
         await self._deliver(batch[:half])
@@ -280,6 +285,7 @@ class OrgUploader:
                 expect=pending.identity,
                 http_status=exc.status,
                 qonto_code=exc.code,
+                trace_id=exc.trace_id,
             )
         except FileChanged:
             self._books.finish(pending.path, Outcome.CHANGED)
@@ -318,7 +324,7 @@ class OrgUploader:
         batch_id: str,
     ) -> None:
         by_sha = {p.sha256: ids[p.file_name] for p in batch}
-        einvoice = [p.sha256 for p in batch if p.folder.send_by_einvoice]
+        einvoice = {p.sha256: p.path for p in batch if p.folder.send_by_einvoice}
         await self._journal.record_imported(self.org, by_sha, einvoice=einvoice)
         if einvoice:
             self._org.einvoices_recorded.set()

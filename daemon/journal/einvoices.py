@@ -12,18 +12,40 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from pathlib import Path
 
 from .commits import Store
-from .sql import now_iso
+from .sql import blob_path, now_iso, path_blob
 
 
 class EinvoiceState(StrEnum):
-    """pending (to send) -> submitted (accepted, tracked) -> final; rejected (refused)."""
+    """pending (to send) -> submitted (accepted, tracked) -> final; held (waiting for
+    its organization or its client, checked again); rejected (refused for good)."""
 
     PENDING = "pending"
+    HELD = "held"
     SUBMITTED = "submitted"
     REJECTED = "rejected"
     FINAL = "final"
+
+
+# Looked at by the running daemon: to send, to send once possible, to follow.
+OPEN_STATES = (EinvoiceState.PENDING, EinvoiceState.HELD, EinvoiceState.SUBMITTED)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One lifecycle event as Qonto sent it: its code (an int when it reads as one,
+    else the text as it came), its own time, and why (refusals, rejections)."""
+
+    code: int | str
+    at: str | None
+    reason: str | None = None
+    reason_message: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {"code": self.code, "at": self.at, "reason": self.reason,
+                "reason_message": self.reason_message}
 
 
 @dataclass(frozen=True)
@@ -33,16 +55,33 @@ class Einvoice:
     sha256: str
     state: EinvoiceState
     einvoicing_status: str | None
-    lifecycle: tuple[tuple[int, str], ...]  # (code, when), oldest first
+    events: tuple[Event, ...]  # oldest first
     detail: str | None
     attempts: int
     checks: int
     next_at: float
     submitted_at: str | None
+    created_at: str
+    held_for: str | None = None  # "organization" or "client" while held
+    client_id: str | None = None
+    path: Path | None = None  # the file it was asked for (None: from before v4)
+    trace_id: str | None = None  # Qonto's, with the last error
 
     @property
-    def codes(self) -> list[int]:
-        return [code for code, _ in self.lifecycle]
+    def codes(self) -> list[int | str]:
+        return [e.code for e in self.events]
+
+
+def _event(raw: dict[str, object]) -> Event:
+    code = raw.get("code")
+    return Event(
+        code=code if isinstance(code, int | str) else str(code),
+        at=str(raw["at"]) if raw.get("at") is not None else None,
+        reason=str(raw["reason"]) if raw.get("reason") is not None else None,
+        reason_message=(
+            str(raw["reason_message"]) if raw.get("reason_message") is not None else None
+        ),
+    )
 
 
 def _einvoice(row: sqlite3.Row) -> Einvoice:
@@ -50,21 +89,27 @@ def _einvoice(row: sqlite3.Row) -> Einvoice:
         org=row["org"], invoice_id=row["invoice_id"], sha256=row["sha256"],
         state=EinvoiceState(row["state"]),
         einvoicing_status=row["einvoicing_status"],
-        lifecycle=tuple((int(code), str(when)) for code, when in json.loads(row["lifecycle"])),
+        events=tuple(_event(e) for e in json.loads(row["lifecycle"])),
         detail=row["detail"], attempts=row["attempts"], checks=row["checks"],
-        next_at=row["next_at"], submitted_at=row["submitted_at"],
+        next_at=row["next_at"], submitted_at=row["submitted_at"], created_at=row["created_at"],
+        held_for=row["held_for"], client_id=row["client_id"],
+        path=blob_path(row["path"]) if row["path"] is not None else None,
+        trace_id=row["trace_id"],
     )
+
+
+_OPEN = ", ".join(f"'{s}'" for s in OPEN_STATES)
 
 
 class Einvoices(Store):
     async def einvoices_due(
         self, orgs: Sequence[str], now: float, limit: int = 100
     ) -> list[Einvoice]:
-        """These organizations' pending and submitted e-invoices whose time has come,
-        the most overdue first."""
+        """These organizations' e-invoices to send, send again or look at whose time has
+        come, the most overdue first."""
         marks = ",".join("?" * len(orgs))
         rows = await self._db.execute_fetchall(
-            f"SELECT * FROM einvoices WHERE state IN ('pending', 'submitted') AND next_at <= ? "
+            f"SELECT * FROM einvoices WHERE state IN ({_OPEN}) AND next_at <= ? "
             f"AND org IN ({marks}) ORDER BY next_at LIMIT ?", (now, *orgs, limit),
         )
         return [_einvoice(r) for r in rows]
@@ -72,7 +117,7 @@ class Einvoices(Store):
     async def next_einvoice_at(self, orgs: Sequence[str]) -> float | None:
         marks = ",".join("?" * len(orgs))
         rows = await self._db.execute_fetchall(
-            f"SELECT min(next_at) FROM einvoices WHERE state IN ('pending', 'submitted') "
+            f"SELECT min(next_at) FROM einvoices WHERE state IN ({_OPEN}) "
             f"AND org IN ({marks})", tuple(orgs),
         )
         return next((r[0] for r in rows if r[0] is not None), None)
@@ -82,42 +127,77 @@ class Einvoices(Store):
             rows = await self._db.execute_fetchall(
                 "SELECT * FROM einvoices WHERE org = ? AND sha256 = ?", (org, sha256)
             )
-        except sqlite3.OperationalError:  # `lookup` beside a daemon of the previous version
+        except sqlite3.OperationalError:  # `lookup` beside a daemon of an older version
             return []
-        return [_einvoice(r) for r in rows]
+        try:
+            return [_einvoice(r) for r in rows]
+        except (IndexError, TypeError, ValueError):  # not migrated yet: its columns differ
+            return []
 
     async def update_einvoice(self, e: Einvoice, **changes: object) -> Einvoice:
         """Store the new state of an e-invoice (durably: it says what was sent)."""
         new = replace(e, **changes)  # type: ignore[arg-type]
         await self._write(lambda: self._db.execute(
             "UPDATE einvoices SET state = ?, einvoicing_status = ?, lifecycle = ?, detail = ?, "
-            "attempts = ?, checks = ?, next_at = ?, submitted_at = ?, updated_at = ? "
-            "WHERE org = ? AND invoice_id = ?",
-            (new.state, new.einvoicing_status, json.dumps([list(x) for x in new.lifecycle]),
-             new.detail, new.attempts, new.checks, new.next_at, new.submitted_at, now_iso(),
-             new.org, new.invoice_id),
+            "attempts = ?, checks = ?, next_at = ?, submitted_at = ?, held_for = ?, "
+            "client_id = ?, trace_id = ?, updated_at = ? WHERE org = ? AND invoice_id = ?",
+            (new.state, new.einvoicing_status, json.dumps([x.as_json() for x in new.events]),
+             new.detail, new.attempts, new.checks, new.next_at, new.submitted_at, new.held_for,
+             new.client_id, new.trace_id, now_iso(), new.org, new.invoice_id),
         ))
         return new
 
-    async def einvoice_summaries(self) -> list[tuple[str, EinvoiceState, list[int]]]:
-        """(org, state, lifecycle codes) of every e-invoice, for `status`'s counts."""
+    async def request_einvoice(
+        self, org: str, invoice_id: str, sha256: str, path: Path
+    ) -> EinvoiceState | None:
+        """Ask for an imported invoice to be sent by e-invoice (once per invoice).
+
+        Returns the state it already had when it was asked for before (submitted or
+        final: nothing changes), or None when it is to be sent now (new, or held or
+        rejected until now).
+        """
+        now = now_iso()
+        rows = await self._db.execute_fetchall(
+            "SELECT state FROM einvoices WHERE org = ? AND invoice_id = ?", (org, invoice_id)
+        )
+        before = next((EinvoiceState(r[0]) for r in rows), None)
+        if before in (EinvoiceState.SUBMITTED, EinvoiceState.FINAL, EinvoiceState.PENDING):
+            return before
+        await self._write(lambda: self._db.execute(
+            "INSERT INTO einvoices (org, invoice_id, sha256, state, next_at, path, created_at, "
+            "updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?) "
+            "ON CONFLICT (org, invoice_id) DO UPDATE SET state = 'pending', attempts = 0, "
+            "detail = NULL, held_for = NULL, next_at = excluded.next_at, "
+            "path = excluded.path, updated_at = excluded.updated_at "
+            "WHERE state IN ('held', 'rejected')",
+            (org, invoice_id, sha256, time.time(), path_blob(path), now, now),
+        ))
+        return None
+
+    async def einvoice_summaries(self) -> list[tuple[str, EinvoiceState, str | None, list[object]]]:
+        """(org, state, einvoicing_status, lifecycle codes) of every e-invoice, for
+        `status`'s counts."""
         try:
-            rows = await self._db.execute_fetchall("SELECT org, state, lifecycle FROM einvoices")
-        except sqlite3.OperationalError:  # `status` beside a daemon of the previous version
+            rows = await self._db.execute_fetchall(
+                "SELECT org, state, einvoicing_status, lifecycle FROM einvoices"
+            )
+        except sqlite3.OperationalError:  # `status` beside a daemon of an older version
             return []
-        return [
-            (row[0], EinvoiceState(row[1]), [int(c) for c, _ in json.loads(row[2])])
-            for row in rows
-        ]
+        out: list[tuple[str, EinvoiceState, str | None, list[object]]] = []
+        for org, state, status, lifecycle in rows:
+            codes = [e.get("code") if isinstance(e, dict) else e[0] for e in json.loads(lifecycle)]
+            out.append((org, EinvoiceState(state), status, codes))
+        return out
 
     async def retry_einvoices(self, org: str | None = None, sha256: str | None = None) -> int:
-        """Rejected e-invoices (all, or one file's) become pending again; how many."""
-        where, args = "state = 'rejected'", []
+        """Rejected and held e-invoices (all, or one file's) are tried now; how many."""
+        where, args = "state IN ('rejected', 'held')", []
         if org is not None and sha256 is not None:
             where += " AND org = ? AND sha256 = ?"
             args = [org, sha256]
         cur = await self._write(lambda: self._db.execute(
-            f"UPDATE einvoices SET state = 'pending', attempts = 0, detail = NULL, next_at = ?, "
-            f"updated_at = ? WHERE {where}", (time.time(), now_iso(), *args),
+            f"UPDATE einvoices SET state = 'pending', attempts = 0, detail = NULL, "
+            f"held_for = NULL, next_at = ?, updated_at = ? WHERE {where}",
+            (time.time(), now_iso(), *args),
         ))
         return int(cur.rowcount)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -44,6 +44,7 @@ class Record:
     updated_at: str
     facts: dict[str, str | None] | None = None  # what the invoice XML said, if any
     seller_key: str | None = None
+    trace_id: str | None = None  # Qonto's, with the last error
 
 
 
@@ -62,6 +63,7 @@ def _record(row: sqlite3.Row) -> Record:
         updated_at=row["updated_at"],
         facts=_facts(row),
         seller_key=row["seller_key"] if "seller_key" in row.keys() else None,  # noqa: SIM118
+        trace_id=row["trace_id"] if "trace_id" in row.keys() else None,  # noqa: SIM118
     )
 
 
@@ -110,6 +112,12 @@ class Invoices(Store):
         ) as cur:
             rows = await cur.fetchall()
         return [_record(r) for r in rows]
+
+    async def by_invoice_id(self, org: str, invoice_id: str) -> Record | None:
+        rows = await self._db.execute_fetchall(
+            "SELECT * FROM invoices WHERE org = ? AND invoice_id = ?", (org, invoice_id)
+        )
+        return next((_record(r) for r in rows), None)
 
     async def in_state(self, *states: str) -> list[Record]:
         marks = ",".join("?" * len(states))
@@ -161,31 +169,36 @@ class Invoices(Store):
             [(now, org, sha) for sha in sha256s],
         ), wait=False)
 
-    async def note_error(self, org: str, sha256s: Iterable[str], error: str) -> None:
-        """Remember why the last attempt did not succeed; the rows stay queued."""
+    async def note_error(
+        self, org: str, sha256s: Iterable[str], error: str, trace_id: str | None = None
+    ) -> None:
+        """Remember why the last attempt did not succeed (and Qonto's trace_id); the
+        rows stay queued."""
         now = now_iso()
-        rows = [(error, now, org, sha) for sha in sha256s]
+        rows = [(error, trace_id, now, org, sha) for sha in sha256s]
         await self._write(lambda: self._db.executemany(
-            "UPDATE invoices SET state = 'queued', last_error = ?, updated_at = ? "
+            "UPDATE invoices SET state = 'queued', last_error = ?, trace_id = ?, updated_at = ? "
             "WHERE org = ? AND sha256 = ? AND state IN ('queued', 'sending')",
             rows,
         ))
 
     async def record_imported(
-        self, org: str, invoice_ids: dict[str, str], *, einvoice: Iterable[str] = ()
+        self, org: str, invoice_ids: dict[str, str], *, einvoice: Mapping[str, Path] | None = None
     ) -> None:
         """Store sha256 -> invoice_id for a whole answer in one transaction.
 
-        The invoices whose sha256 is in `einvoice` are to be sent by e-invoice:
-        that intent is committed with the invoice_id, so a crash cannot lose it.
+        The invoices whose sha256 is in `einvoice` (with the file they come from)
+        are to be sent by e-invoice: that intent is committed with the invoice_id,
+        so a crash cannot lose it.
         """
         now = now_iso()
-        send = [(org, invoice_ids[sha], sha, time.time(), now, now) for sha in einvoice]
+        send = [(org, invoice_ids[sha], sha, time.time(), path_blob(path), now, now)
+                for sha, path in (einvoice or {}).items()]
 
         async def statements() -> None:
             cur = await closed(await self._db.executemany(
                 "UPDATE invoices SET state = 'imported', invoice_id = ?, last_error = NULL, "
-                "updated_at = ? WHERE org = ? AND sha256 = ?",
+                "trace_id = NULL, updated_at = ? WHERE org = ? AND sha256 = ?",
                 [(invoice_id, now, org, sha) for sha, invoice_id in invoice_ids.items()],
             ))
             if cur.rowcount != len(invoice_ids):
@@ -196,8 +209,8 @@ class Invoices(Store):
                 )
             if send:
                 await closed(await self._db.executemany(
-                    "INSERT INTO einvoices (org, invoice_id, sha256, state, next_at, created_at, "
-                    "updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?) "
+                    "INSERT INTO einvoices (org, invoice_id, sha256, state, next_at, path, "
+                    "created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?) "
                     "ON CONFLICT (org, invoice_id) DO NOTHING",
                     send,
                 ))
@@ -225,20 +238,22 @@ class Invoices(Store):
         size: int,
         error: str,
         invoice: Invoice | None = None,
+        trace_id: str | None = None,
     ) -> None:
         """Record a rejection. Content already imported keeps its invoice_id."""
         now = now_iso()
         await self._write(lambda: self._db.execute(
             f"""
             INSERT INTO invoices (org, sha256, state, path, file_name, size, last_error,
-                                  created_at, updated_at, {_COLUMNS})
-            VALUES (?, ?, 'failed', ?, ?, ?, ?, ?, ?, {_MARKS})
+                                  trace_id, created_at, updated_at, {_COLUMNS})
+            VALUES (?, ?, 'failed', ?, ?, ?, ?, ?, ?, ?, {_MARKS})
             ON CONFLICT (org, sha256) DO UPDATE SET
                 state = 'failed', path = excluded.path, file_name = excluded.file_name,
-                last_error = excluded.last_error, updated_at = excluded.updated_at, {_KEEP}
+                last_error = excluded.last_error, trace_id = excluded.trace_id,
+                updated_at = excluded.updated_at, {_KEEP}
             WHERE state NOT IN ('imported', 'done')
             """,
-            (org, sha256, path_blob(path), file_name, size, error, now, now,
+            (org, sha256, path_blob(path), file_name, size, error, trace_id, now, now,
              *_fact_values(invoice)),
         ))
 

@@ -6,6 +6,7 @@ so a migration cut short (a full disk, power loss) leaves the journal as it was.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -78,9 +79,21 @@ CREATE INDEX IF NOT EXISTS einvoices_sha256 ON einvoices (org, sha256);
 """
 
 
+# 4: e-invoices as Qonto answers: each lifecycle event an object with its own time
+# and reason; an e-invoice held (for its organization or its client); the file an
+# e-invoice was asked for; Qonto's trace_id with the last error.
+MIGRATE_TO_4 = """
+ALTER TABLE einvoices ADD COLUMN held_for TEXT;
+ALTER TABLE einvoices ADD COLUMN client_id TEXT;
+ALTER TABLE einvoices ADD COLUMN path BLOB;
+ALTER TABLE einvoices ADD COLUMN trace_id TEXT;
+ALTER TABLE invoices ADD COLUMN trace_id TEXT;
+"""
+
 # PRAGMA user_version. 0: 0.1.0's unversioned journal (the v1 tables); 1: versioned;
-# 2: what the invoice XML says (flavor, profile, number, seller...); 3: e-invoices.
-SCHEMA_VERSION = 3
+# 2: what the invoice XML says (flavor, profile, number, seller...); 3: e-invoices;
+# 4: e-invoice events with their time and reason, held e-invoices, trace_ids.
+SCHEMA_VERSION = 4
 HINT_DAMAGED = (
     "stop the daemon, move the file away and restore it from a backup; or move it away to "
     "start a new journal (files already in done/ are not read again, and content sent again "
@@ -131,8 +144,12 @@ async def migrate(db: aiosqlite.Connection, path: Path) -> None:
             steps += statements(MIGRATE_TO_2)
         if version < 3:
             steps += statements(MIGRATE_TO_3)
+        if version < 4:
+            steps += statements(MIGRATE_TO_4)
         for statement in steps:
             await run_closed(db, statement)
+        if 0 < version < 4:
+            await _events_as_objects(db)
         await run_closed(db, f"PRAGMA user_version = {SCHEMA_VERSION}")
         await db.commit()
     except BaseException:
@@ -145,3 +162,16 @@ def statements(script: str) -> list[str]:
     lines = [line.split("--")[0] for line in script.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
+
+async def _events_as_objects(db: aiosqlite.Connection) -> None:
+    """v3 kept each lifecycle event as [code, when]; v4 as Qonto sends it, an object."""
+    async with db.execute("SELECT rowid, lifecycle FROM einvoices") as cur:
+        rows = await cur.fetchall()
+    for rowid, lifecycle in rows:
+        events = [
+            {"code": code, "at": when, "reason": None, "reason_message": None}
+            for code, when in json.loads(lifecycle)
+        ]
+        await run_closed(
+            db, "UPDATE einvoices SET lifecycle = ? WHERE rowid = ?", (json.dumps(events), rowid)
+        )

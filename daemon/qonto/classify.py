@@ -10,14 +10,15 @@ import email.utils
 import json
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
 
-from ..errors import AuthProblem, QontoError, Rejected, Transient, Unmatched
+from ..errors import AuthProblem, NotYet, QontoError, Rejected, Transient, Unmatched
 from ..redact import NOTHING, Redactor
 from .multipart import Upload, escaped, name_key
 
 _SNIPPET_CHARS = 200
 _READ_FOR_ERRORS = 65536  # what of an error body is read for its message
+_TRACE_CHARS = 100
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 REJECTING_STATUSES = frozenset({400, 413, 415, 422})
@@ -40,69 +41,100 @@ def parse_retry_after(value: str | None, *, now_s: float | None = None) -> float
     return max(0.0, when.timestamp() - now)
 
 
-def classify_einvoice(
-    status: int, headers: Mapping[str, str], errors: list[dict[str, object]], snippet: str
-) -> QontoError:
-    """An answer of the e-invoicing calls (send_by_einvoice, GET client_invoices/{id}).
+@dataclass(frozen=True)
+class ErrorBody:
+    """What an error answer says, cleaned of secrets: its JSON:API errors, Qonto's
+    trace_id, and a short start of the body for a message."""
 
-    Qonto does not document their refusals: 401/403 pause the organization,
-    408/429/5xx (and 3xx) are tried again, and any other refusal (an unreachable
-    client, e-invoicing not activated, an invoice deleted: 404) is Rejected with
-    Qonto's own detail, for a person to act on; it is not retried by itself.
+    errors: list[dict[str, str]]
+    trace_id: str | None
+    snippet: str
+
+    @property
+    def code(self) -> str:
+        return str(self.errors[0].get("code") or "") if self.errors else ""
+
+    @property
+    def detail(self) -> str:
+        first = self.errors[0] if self.errors else {}
+        return str(first.get("detail") or first.get("title") or self.snippet or "no detail given")
+
+    def label(self, status: int) -> str:
+        return f"HTTP {status}" + (f" {self.code}" if self.code else "")
+
+
+def error_body(raw: bytes, redact: Redactor) -> ErrorBody:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    trace = doc.get("trace_id") if isinstance(doc, dict) else None
+    trace_id = redact(trace)[:_TRACE_CHARS] if isinstance(trace, str) and trace else None
+    return ErrorBody(parse_errors(doc, redact), trace_id, snippet(raw, redact))
+
+
+# Refusals of the e-invoicing call that waiting can fix (Qonto's codes as real
+# clients of its API report them): the client is not registered yet.
+_CLIENT_NOT_REACHABLE = ("recipient_not_reachable", "not_reachable", "client_not_reachable")
+
+
+def classify_einvoice(status: int, headers: Mapping[str, str], body: ErrorBody) -> QontoError:
+    """An answer of the e-invoicing calls (send_by_einvoice, the reads before and after).
+
+    Nothing here concerns uploads: a 401/403 holds the organization's
+    e-invoicing (e-invoicing not activated, a key without the scope), a client
+    not reachable holds that invoice; both are checked again later. 408/429/5xx
+    (and 3xx) are tried again; any other refusal is Rejected with Qonto's own
+    detail, for a person to act on.
     """
+    label, detail, trace_id = body.label(status), body.detail, body.trace_id
     if status in (401, 403):
-        problem = classify_http(status, headers, errors, snippet)
-        assert isinstance(problem, AuthProblem)
-        if status == 403:
-            problem.hint = (
-                "the key lacks the client_invoice.write or client_invoices.read permission, "
-                "or e-invoicing is not available to this organization"
-            )
-        return problem
+        return NotYet(
+            f"{label}: {detail}", status=status, held_for="organization", trace_id=trace_id,
+            hint="check in Qonto that e-invoicing is activated for the organization and that "
+            "the key (or OAuth consent) may send e-invoices; it is tried again by itself",
+        )
+    if status == 412 and any(c in body.code for c in _CLIENT_NOT_REACHABLE):
+        return NotYet(
+            f"{label}: {detail}", status=status, held_for="client", trace_id=trace_id,
+            hint="the client is not yet reachable on the e-invoicing network (not in the "
+            "directory): it is sent by itself once the client is; or send it another way",
+        )
     if 400 <= status < 500 and status not in TRANSIENT_STATUSES:
-        first = errors[0] if errors else {}
-        code = str(first.get("code") or "")
-        detail = str(first.get("detail") or first.get("title") or snippet or "no detail given")
-        label = f"HTTP {status}" + (f" {code}" if code else "")
-        return Rejected(f"{label}: {detail}", status=status, code=code or "refused", detail=detail)
-    return classify_http(status, headers, errors, snippet)
+        return Rejected(f"{label}: {detail}", status=status, code=body.code or "refused",
+                        detail=detail, trace_id=trace_id)
+    return classify_http(status, headers, body)
 
 
-def classify_http(
-    status: int, headers: Mapping[str, str], errors: list[dict[str, object]], snippet: str
-) -> QontoError:
-    """Turn a non-200 answer into the error that says what to do next.
-
-    `errors` is the JSON:API `errors` list when the body had one; `snippet` is
-    a short, printable start of the body for the log.
-    """
-    first = errors[0] if errors else {}
-    code = str(first.get("code") or "")
-    detail = str(first.get("detail") or first.get("title") or snippet or "no detail given")
-    label = f"HTTP {status}" + (f" {code}" if code else "")
+def classify_http(status: int, headers: Mapping[str, str], body: ErrorBody) -> QontoError:
+    """Turn an answer that is not a success into the error that says what to do next."""
+    label, detail, trace_id = body.label(status), body.detail, body.trace_id
     if status == 401:
         return AuthProblem(
             f"{label}: {detail}",
-            status=status,
+            status=status, trace_id=trace_id,
             hint="the login or secret key is wrong, revoked or expired: "
             "check [qonto] login and the secret key source",
         )
     if status == 403:
         return AuthProblem(
             f"{label}: {detail}",
-            status=status,
+            status=status, trace_id=trace_id,
             hint="the key lacks the client_invoice.write permission, or the organization "
             "cannot use bulk import (Italian organizations cannot)",
         )
     if status in REJECTING_STATUSES:
-        return Rejected(f"{label}: {detail}", status=status, code=code or "rejected", detail=detail)
+        return Rejected(f"{label}: {detail}", status=status, code=body.code or "rejected",
+                        detail=detail, trace_id=trace_id)
     retry_after_s = parse_retry_after(headers.get("Retry-After"))
     if status in TRANSIENT_STATUSES or status >= 500:
-        return Transient(f"{label}: {detail}", status=status, retry_after_s=retry_after_s)
+        return Transient(f"{label}: {detail}", status=status, retry_after_s=retry_after_s,
+                         trace_id=trace_id)
     # 3xx (the sandbox's login redirect), 404, and anything else undocumented:
     # nothing was imported as far as we know, so wait and try again.
     return Transient(
-        f"unexpected {label}: {detail}", status=status, retry_after_s=retry_after_s
+        f"unexpected {label}: {detail}", status=status, retry_after_s=retry_after_s,
+        trace_id=trace_id,
     )
 
 
@@ -121,11 +153,8 @@ def snippet(raw: bytes, redact: Redactor) -> str:
     return text[:_SNIPPET_CHARS]
 
 
-def parse_errors(raw: bytes, redact: Redactor) -> list[dict[str, Any]]:
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return []
+def parse_errors(doc: object, redact: Redactor) -> list[dict[str, str]]:
+    """The JSON:API `errors` of a parsed body, every value cleaned text."""
     errors = doc.get("errors") if isinstance(doc, dict) else None
     if not isinstance(errors, list):
         return []
@@ -140,19 +169,23 @@ def parse_errors(raw: bytes, redact: Redactor) -> list[dict[str, Any]]:
     ]
 
 
-def parse_success(raw: bytes, content_type: str, redact: Redactor) -> list[tuple[str, str]]:
+def parse_success(
+    raw: bytes, content_type: str, redact: Redactor, status: int = 200
+) -> list[tuple[str, str]]:
     try:
         doc = json.loads(raw)
     except ValueError:
         raise Transient(
-            f"HTTP 200 but the body is not JSON ({redact(content_type) or 'no content type'}): "
+            f"HTTP {status} but the body is not JSON "
+            f"({redact(content_type) or 'no content type'}): "
             f"{snippet(raw, redact)!r}; with the sandbox, check staging_token_env",
-            status=200,
+            status=status,
         ) from None
     items = doc.get("client_invoices") if isinstance(doc, dict) else None
     if not isinstance(items, list):
         raise Transient(
-            f"HTTP 200 without a client_invoices list: {snippet(raw, redact)!r}", status=200
+            f"HTTP {status} without a client_invoices list: {snippet(raw, redact)!r}",
+            status=status,
         )
     results: list[tuple[str, str]] = []
     for item in items:

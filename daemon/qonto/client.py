@@ -23,8 +23,8 @@ from .classify import (
     classify_einvoice,
     classify_http,
     describe,
+    error_body,
     match,
-    parse_errors,
     parse_success,
     snippet,
 )
@@ -33,6 +33,8 @@ from .multipart import Upload, build_body
 
 BULK_PATH = "/v2/client_invoices/bulk"
 LIST_PATH = "/v2/client_invoices"
+SETTINGS_PATH = "/v2/einvoicing/settings"
+CLIENTS_PATH = "/v2/clients"
 _EINVOICE_SHARE = 0.5
 
 
@@ -77,18 +79,17 @@ class QontoClient:
         """Send 1-5 files in one request; return file_name -> invoice_id for each.
 
         Raises Transient, Rejected, AuthProblem or Unmatched. With OAuth, a 401
-        is answered once by a fresh access token and the same request.
+        is answered once by a fresh access token and the same request. Any 2xx
+        with the documented body is a success; without it, it is not.
         """
         status, raw, headers = await self._post(files)
         if status == 401 and self._tokens is not None:
             self._tokens.invalidate()
             status, raw, headers = await self._post(files)
-        if status == 200:
-            parsed = parse_success(raw, headers.get("Content-Type", ""), self._redact)
+        if 200 <= status < 300:
+            parsed = parse_success(raw, headers.get("Content-Type", ""), self._redact, status)
             return match(files, parsed, self._redact)
-        errors = parse_errors(raw, self._redact)
-        headers = {k: self._redact(v) for k, v in headers.items()}
-        raise classify_http(status, headers, errors, snippet(raw, self._redact))
+        raise classify_http(status, self._clean(headers), error_body(raw, self._redact))
 
     async def _post(self, files: Sequence[Upload]) -> tuple[int, bytes, dict[str, str]]:
         return await self._request("POST", self._url, data=build_body(files))
@@ -96,28 +97,57 @@ class QontoClient:
     async def send_by_einvoice(self, invoice_id: str) -> None:
         """Ask Qonto to send an imported invoice by e-invoice (204: accepted).
 
-        Raises what classify_einvoice says: Transient, AuthProblem, or Rejected.
+        Raises what classify_einvoice says: Transient, NotYet, or Rejected. A 2xx
+        whose body is not empty nor JSON (a sandbox's login page) is not an answer.
         """
         url = f"{self._org.base_url}{LIST_PATH}/{quote(invoice_id, safe='')}/send_by_einvoice"
         status, raw, headers = await self._einvoice_call("POST", url)
         if not 200 <= status < 300:
             raise self._einvoice_error(status, raw, headers)
+        if raw.strip():
+            self._json(raw, status)
 
     async def client_invoice(self, invoice_id: str) -> dict[str, Any]:
-        """`GET /v2/client_invoices/{id}`: the invoice, its e-invoicing status and events."""
+        """`GET /v2/client_invoices/{id}`: the invoice, its client, its e-invoicing status
+        and events."""
         url = f"{self._org.base_url}{LIST_PATH}/{quote(invoice_id, safe='')}"
+        return await self._read(url, "client_invoice")
+
+    async def einvoicing_settings(self) -> dict[str, Any]:
+        """`GET /v2/einvoicing/settings`: whether the organization may send e-invoices
+        (`sending_status`)."""
+        return await self._read(self._org.base_url + SETTINGS_PATH, "einvoicing_settings")
+
+    async def client(self, client_id: str) -> dict[str, Any]:
+        """`GET /v2/clients/{id}`: the client, `e_invoicing_reachable` among its fields."""
+        url = f"{self._org.base_url}{CLIENTS_PATH}/{quote(client_id, safe='')}"
+        return await self._read(url, "client")
+
+    async def _read(self, url: str, key: str) -> dict[str, Any]:
+        """A read of the e-invoicing family: the object under `key` (or the document
+        itself when it has no such key), or the error that says what to do."""
         status, raw, headers = await self._einvoice_call("GET", url)
-        if status != 200:
+        if not 200 <= status < 300:
             raise self._einvoice_error(status, raw, headers)
-        try:
-            found = json.loads(raw)["client_invoice"]
-            if not isinstance(found, dict):
-                raise TypeError("not an object")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise Transient(
-                f"unreadable answer ({type(exc).__name__}): {snippet(raw, self._redact)}"
-            ) from None
+        doc = self._json(raw, status)
+        found = doc.get(key, doc)
+        if not isinstance(found, dict):
+            raise Transient(f"HTTP {status} without a {key} object: {snippet(raw, self._redact)}",
+                            status=status)
         return found
+
+    def _json(self, raw: bytes, status: int) -> dict[str, Any]:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise Transient(
+                f"HTTP {status} but not the documented JSON: {snippet(raw, self._redact)!r}; "
+                "with the sandbox, check staging_token_env",
+                status=status,
+            )
+        return doc
 
     async def _einvoice_call(self, method: str, url: str) -> tuple[int, bytes, dict[str, str]]:
         # Half of each rate-limit window at most: uploads keep the rest.
@@ -128,22 +158,26 @@ class QontoClient:
         return status, raw, headers
 
     def _einvoice_error(self, status: int, raw: bytes, headers: dict[str, str]) -> Exception:
-        headers = {k: self._redact(v) for k, v in headers.items()}
-        return classify_einvoice(
-            status, headers, parse_errors(raw, self._redact), snippet(raw, self._redact)
-        )
+        return classify_einvoice(status, self._clean(headers), error_body(raw, self._redact))
+
+    def _clean(self, headers: dict[str, str]) -> dict[str, str]:
+        return {k: self._redact(v) for k, v in headers.items()}
 
     async def probe(self) -> None:
-        """One authenticated, read-only request: the first page of client invoices."""
+        """One authenticated, read-only request: the first page of client invoices.
+
+        Only the documented answer (a `client_invoices` list) is a success.
+        """
         status, raw, headers = await self._request(
             "GET", self._org.base_url + LIST_PATH, params={"per_page": "1"}
         )
-        if status == 200:
-            return
-        headers = {k: self._redact(v) for k, v in headers.items()}
-        raise classify_http(
-            status, headers, parse_errors(raw, self._redact), snippet(raw, self._redact)
-        )
+        if not 200 <= status < 300:
+            raise classify_http(status, self._clean(headers), error_body(raw, self._redact))
+        if not isinstance(self._json(raw, status).get("client_invoices"), list):
+            raise Transient(
+                f"HTTP {status} without a client_invoices list: {snippet(raw, self._redact)!r}",
+                status=status,
+            )
 
     async def _request(
         self,

@@ -28,7 +28,7 @@ from aiohttp import BodyPartReader, web
 
 from ..flow.examine import sniff
 from .answers import Refusal, drop, dump, error
-from .einvoicing import DEFAULT_LIFECYCLE, EinvoicingRoutes, Invoice, Sent
+from .einvoicing import DEFAULT_LIFECYCLE, Client, EinvoicingRoutes, Invoice, Sent
 
 BULK_PATH = "/v2/client_invoices/bulk"
 LIST_PATH = "/v2/client_invoices"
@@ -37,6 +37,8 @@ STATE_PATH = "/_emulator/invoices"
 REQUESTS_PATH = "/_emulator/requests"
 SEND_PATH = "/v2/client_invoices/{id}/send_by_einvoice"
 INVOICE_PATH = "/v2/client_invoices/{id}"
+SETTINGS_PATH = "/v2/einvoicing/settings"
+CLIENT_PATH = "/v2/clients/{id}"
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Log in</body></html>"
 
 
@@ -108,6 +110,12 @@ class Emulator(EinvoicingRoutes):
         self.lifecycle_step_s = 1.0
         self.lifecycle: tuple[int, ...] = DEFAULT_LIFECYCLE
         self.lifecycles: dict[str, tuple[int, ...]] = {}  # per invoice_id, overriding
+        self.einvoicing_statuses: dict[str, str] = {}  # per invoice_id, overriding the codes
+        self.einvoicing_status_always: str | None = None
+        self.sending_status: dict[str, str] = {}  # per login; "enabled" when absent
+        self.clients: dict[str, Client] = {}
+        self.client_of: dict[str, str] = {}
+        self.restricted_reads: set[str] = set()
         # Each bulk request as it arrived: (wall-clock time, status, file names).
         self.log: list[tuple[float, int, list[str]]] = []
         # Each bulk request whose files were read: (files, body bytes as sent).
@@ -129,6 +137,8 @@ class Emulator(EinvoicingRoutes):
         app.router.add_get(REQUESTS_PATH, self._requests)
         app.router.add_post(SEND_PATH, self._send_by_einvoice)
         app.router.add_get(INVOICE_PATH, self._client_invoice)
+        app.router.add_get(SETTINGS_PATH, self._settings)
+        app.router.add_get(CLIENT_PATH, self._client)
         return app
 
     def add_oauth_client(self, login: str, client_id: str, client_secret: str) -> str:
@@ -343,6 +353,7 @@ class Emulator(EinvoicingRoutes):
                 invoice = Invoice(login, sha, str(uuid.uuid4()), name)
                 self.contents[invoice.invoice_id] = data
                 self.invoices[(login, sha)] = invoice
+                self.add_client_of(invoice.invoice_id, data)
             shown = name
             if self.faults.normalize_names:
                 shown = unicodedata.normalize(self.faults.normalize_names, name)  # type: ignore[arg-type]
