@@ -228,3 +228,116 @@ async def test_a_long_connection_error_is_cleaned_before_it_is_cut(redacting):
         with pytest.raises(Transient) as caught:
             await redacting.upload([up("a.pdf")])
     assert "s3cr3t" not in str(caught.value) and "s3cr" not in str(caught.value)
+
+
+# -- Qonto's answers as they really come (QONTO.md) ------------------------------------
+
+INVOICES = f"{BASE}/v2/client_invoices"
+
+
+@pytest.mark.parametrize("status", [200, 201, 202])
+async def test_any_2xx_with_the_documented_body_is_a_bulk_success(client, status):
+    with aioresponses() as m:
+        m.post(URL, status=status, payload={"client_invoices": [
+            {"invoice_id": "id-a", "file_name": "a.pdf"}]})
+        assert await client.upload([up("a.pdf")]) == {"a.pdf": "id-a"}
+
+
+async def test_qonto_s_trace_id_rides_with_every_error(client):
+    with aioresponses() as m:
+        m.post(URL, status=422, payload={"errors": [{"code": "invalid", "detail": "bad"}],
+                                         "trace_id": "abc123"})
+        m.post(URL, status=503, payload={"errors": [], "trace_id": "def456"})
+        with pytest.raises(Rejected) as rejected:
+            await client.upload([up("a.pdf")])
+        with pytest.raises(Transient) as transient:
+            await client.upload([up("a.pdf")])
+    assert rejected.value.trace_id == "abc123" and "trace_id abc123" in str(rejected.value)
+    assert transient.value.trace_id == "def456"
+
+
+async def test_a_trace_id_echoing_the_key_is_cleaned():
+    from daemon.redact import Redactor
+
+    async with aiohttp.ClientSession() as session:
+        client = QontoClient(session, ORG, aiohttp.ClientTimeout(total=2), Redactor(["k3y"]))
+        with aioresponses() as m:
+            m.post(URL, status=500, payload={"errors": [], "trace_id": "acme-1:k3y"})
+            with pytest.raises(Transient) as info:
+                await client.upload([up("a.pdf")])
+    assert "k3y" not in str(info.value) and "k3y" not in (info.value.trace_id or "")
+
+
+async def test_send_by_einvoice_accepts_204_and_an_empty_or_json_2xx(client):
+    with aioresponses() as m:
+        m.post(f"{INVOICES}/inv-1/send_by_einvoice", status=204)
+        m.post(f"{INVOICES}/inv-2/send_by_einvoice", status=200, body="")
+        m.post(f"{INVOICES}/inv-3/send_by_einvoice", status=200, payload={})
+        for n in (1, 2, 3):
+            await client.send_by_einvoice(f"inv-{n}")
+
+
+@pytest.mark.parametrize("call", ["send", "read", "probe"])
+async def test_a_2xx_that_is_not_the_documented_json_is_an_error_everywhere(client, call):
+    page = "<!DOCTYPE html><html><body>Log in</body></html>"
+    with aioresponses() as m:
+        m.post(f"{INVOICES}/inv-1/send_by_einvoice", status=200, body=page,
+               content_type="text/html")
+        m.get(f"{INVOICES}/inv-1", status=200, body=page, content_type="text/html")
+        m.get(re.compile(rf"^{re.escape(INVOICES)}\?per_page=1$"), status=200, body=page,
+              content_type="text/html")
+        with pytest.raises(Transient, match="not the documented JSON"):
+            match call:
+                case "send":
+                    await client.send_by_einvoice("inv-1")
+                case "read":
+                    await client.client_invoice("inv-1")
+                case "probe":
+                    await client.probe()
+
+
+async def test_the_probe_wants_a_client_invoices_list(client):
+    with aioresponses() as m:
+        m.get(re.compile(rf"^{re.escape(INVOICES)}\?per_page=1$"),
+              payload={"client_invoices": [], "meta": {}})
+        m.get(re.compile(rf"^{re.escape(INVOICES)}\?per_page=1$"), payload={"other": 1})
+        await client.probe()
+        with pytest.raises(Transient, match="client_invoices"):
+            await client.probe()
+
+
+async def test_e_invoicing_refusals_hold_instead_of_pausing(client):
+    from daemon.errors import NotYet
+
+    send = f"{INVOICES}/inv-1/send_by_einvoice"
+    with aioresponses() as m:
+        m.post(send, status=412, payload={"errors": [{
+            "code": "recipient_not_reachable_on_einvoicing", "detail": "not reachable"}],
+            "trace_id": "t-1"})
+        m.post(send, status=403, payload={"errors": [{"code": "forbidden"}], "trace_id": "t-2"})
+        m.post(send, status=401, payload={"errors": [{"code": "unauthorized"}]})
+        m.post(send, status=412, payload={"errors": [{"code": "invoice_not_in_draft_status"}]})
+        m.post(send, status=404, payload={"errors": [{"code": "not_found"}]})
+        with pytest.raises(NotYet) as client_held:
+            await client.send_by_einvoice("inv-1")
+        with pytest.raises(NotYet) as org_held:
+            await client.send_by_einvoice("inv-1")
+        with pytest.raises(NotYet) as org_held_401:
+            await client.send_by_einvoice("inv-1")
+        with pytest.raises(Rejected):  # no waiting fixes these
+            await client.send_by_einvoice("inv-1")
+        with pytest.raises(Rejected):
+            await client.send_by_einvoice("inv-1")
+    assert client_held.value.held_for == "client" and client_held.value.trace_id == "t-1"
+    assert org_held.value.held_for == "organization" and org_held.value.trace_id == "t-2"
+    assert org_held_401.value.held_for == "organization"
+    assert not isinstance(org_held.value, AuthProblem)  # never an upload pause
+
+
+async def test_settings_and_clients_are_read_flat_or_wrapped(client):
+    with aioresponses() as m:
+        m.get(f"{BASE}/v2/einvoicing/settings", payload={"sending_status": "enabled"})
+        m.get(f"{BASE}/v2/clients/c-1", payload={"client": {"id": "c-1",
+                                                            "e_invoicing_reachable": False}})
+        assert (await client.einvoicing_settings())["sending_status"] == "enabled"
+        assert (await client.client("c-1"))["e_invoicing_reachable"] is False

@@ -181,8 +181,8 @@ class Einvoicing:
             held_for=None, trace_id=None, submitted_at=_iso(now),
             next_at=now + self._settings.poll_initial_s,
         )
-        bound.info("einvoice_submitted", next_check_s=self._settings.poll_initial_s,
-                   was_held_for=e.held_for)
+        was = {"was_held_for": e.held_for} if e.held_for else {}
+        bound.info("einvoice_submitted", next_check_s=self._settings.poll_initial_s, **was)
 
     async def _prerequisites(
         self, e: Einvoice, org: Org
@@ -291,8 +291,10 @@ class Einvoicing:
         for event in new:
             fields: dict[str, Any] = dict(
                 code=event.code, label=label(event.code), einvoicing_status=status,
-                at=event.at, reason=event.reason, reason_message=event.reason_message, path=path,
+                at=event.at, path=path,
             )
+            if event.reason or event.reason_message:  # why a buyer or the platform said no
+                fields.update(reason=event.reason, reason_message=event.reason_message)
             if event.code in ERROR_CODES:
                 bound.error("einvoice_status_changed", hint=ERROR_CODES[event.code], **fields)
             elif event.code in ACT_CODES:

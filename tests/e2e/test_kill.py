@@ -10,7 +10,19 @@ import signal
 import sys
 
 import pytest
-from helpers import ENV, LOGIN, Workspace, daemon, finish, sending, sha256_of, to_toml, wait_for
+from helpers import (
+    ENV,
+    LOGIN,
+    Workspace,
+    daemon,
+    finish,
+    log_events,
+    seen,
+    sending,
+    sha256_of,
+    to_toml,
+    wait_for,
+)
 
 from daemon.journal import Journal
 
@@ -81,6 +93,7 @@ async def test_sigkill_around_an_e_invoice_send_loses_nothing_and_submits_once(
         if held == "first check":
             await wait_for(lambda: emulator.sent, what="the send", timeout_s=60)
             emulator.einvoice_faults.held = gate
+            wanted = emulator.einvoice_requests + 1
         await wait_for(lambda: emulator.einvoice_requests >= wanted, what="the held request",
                        timeout_s=60)
         proc.send_signal(signal.SIGKILL)
@@ -107,3 +120,55 @@ async def test_sigkill_around_an_e_invoice_send_loses_nothing_and_submits_once(
         assert e.state in ("submitted", "final") and e.submitted_at
     finally:
         await journal.close()
+
+
+async def test_sigkill_while_an_e_invoice_is_held_and_as_it_is_released(ws: Workspace, qonto):
+    """Held in the journal across a kill; released once, sent once, nothing lost."""
+    from daemon.testing.samples import facturx_pdf
+
+    emulator, url = qonto
+    emulator.lifecycle_step_s = 0.2
+    raw = sending(ws, url)
+    raw["einvoicing"]["recheck_seconds"] = 0.3
+    toml = ws.root / "config.toml"
+    toml.write_text(to_toml(raw), encoding="utf-8")
+    log = ws.root / "daemon.log"
+    facturx_pdf(ws.root / ".later.pdf", "LATER-1", buyer="UNREACHABLE SARL").rename(
+        ws.inbox / "later.pdf")
+
+    async def state() -> tuple[str, str | None] | None:
+        journal = await Journal.open_readonly(ws.db)
+        assert journal is not None
+        try:
+            rows = await journal.einvoices_of(LOGIN, sha256_of(ws.done / "later.pdf"))
+        finally:
+            await journal.close()
+        return (rows[0].state, rows[0].held_for) if rows else None
+
+    proc = await daemon(toml, log)
+    try:
+        await wait_for(lambda: seen(log, "einvoice_held"), what="the hold", timeout_s=60)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        await finish(proc)
+    assert await state() == ("held", "client")
+    proc = await daemon(toml, log)  # held it stays, and is said once
+    try:
+        await wait_for(lambda: seen(log, "daemon_started"), what="the restart", timeout_s=60)
+        for client in emulator.clients.values():
+            client.e_invoicing_reachable = True
+        await wait_for(lambda: emulator.sent, what="the release", timeout_s=60)
+        proc.send_signal(signal.SIGKILL)  # before, or just after, its state is recorded
+    finally:
+        await finish(proc)
+    proc = await daemon(toml, log)
+    try:
+        await wait_for(lambda: (ws.root / "daemon.log").exists() and seen(
+            log, "einvoice_status_changed"), what="tracking", timeout_s=60)
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        assert await finish(proc) == 0
+    (invoice_id,) = emulator.invoices_of(LOGIN).values()
+    assert list(emulator.sent) == [invoice_id]  # one submission
+    assert (await state() or ("",))[0] in ("submitted", "final")
+    assert sum(e["event"] == "einvoice_held" for e in log_events(log)) == 1
