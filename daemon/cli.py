@@ -1,4 +1,5 @@
-"""Command line: `run`, `lookup`, `demo`. The only place that calls asyncio.run."""
+"""Command line: arguments, and dispatch to the service or a command. The only place
+that calls asyncio.run."""
 
 from __future__ import annotations
 
@@ -22,6 +23,23 @@ from .errors import AlreadyRunning, ConfigError, JournalError
 from .redact import Redactor
 from .service import Service
 
+DEFAULT_CONFIG = Path("/etc/qonto-invoice-daemon/config.toml")
+CONFIG_ENV = "QONTO_INVOICE_DAEMON_CONFIG"
+# Commands that never talk to Qonto read no secret: a monitoring user, or a shell
+# without systemd's credentials, can run them.
+_NO_SECRETS = frozenset({"status", "lookup", "retry", "send-einvoice"})
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None,
+        help=f"the TOML configuration file (default: ${CONFIG_ENV}, then {DEFAULT_CONFIG})",
+    )
+
+
+def config_path(given: Path | None) -> Path:
+    return given or Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -32,7 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="watch the folders and upload (until SIGTERM)")
-    run.add_argument("--config", required=True, type=Path, help="the TOML configuration file")
+    _config_option(run)
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                     help="instead of [log] level")
+    run.add_argument("--log-format", choices=tuple(logs.LogFormat),
+                     help="instead of [log] format")
     run.add_argument(
         "--once",
         action="store_true",
@@ -41,16 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     lookup = sub.add_parser("lookup", help="what the journal knows about files")
-    lookup.add_argument("--config", required=True, type=Path)
+    _config_option(lookup)
     lookup.add_argument("--json", action="store_true", help="one JSON object per line")
     lookup.add_argument("paths", nargs="+", type=Path, metavar="PATH")
 
     status = sub.add_parser("status", help="what the daemon is doing (it may be running)")
-    status.add_argument("--config", required=True, type=Path)
+    _config_option(status)
     status.add_argument("--json", action="store_true", help="one JSON object")
 
     retry = sub.add_parser("retry", help="move failed files back into their inbox")
-    retry.add_argument("--config", required=True, type=Path)
+    _config_option(retry)
     retry.add_argument("--all", action="store_true", help="every file in every failed/ folder")
     retry.add_argument("--einvoice", action="store_true",
                        help="send rejected e-invoices again (PATH: their files, in done/)")
@@ -59,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     send = sub.add_parser(
         "send-einvoice", help="send invoices already imported through Qonto's e-invoicing"
     )
-    send.add_argument("--config", required=True, type=Path)
+    _config_option(send)
     send.add_argument("--invoice-id", action="append", default=[], metavar="ID",
                       help="an imported invoice by its id (repeatable)")
     send.add_argument("--org", default=None, metavar="LOGIN",
@@ -68,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="imported files, wherever they are now (a done/ folder included)")
 
     check = sub.add_parser("check-config", help="check a configuration before (re)starting")
-    check.add_argument("--config", required=True, type=Path)
+    _config_option(check)
     check.add_argument("--online", action="store_true",
                        help="also make one authenticated read-only request per organization")
 
@@ -84,9 +106,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_demo(keep=args.keep))
     try:
-        cfg = config.load(args.config)
+        cfg = config.load(config_path(args.config), secrets=args.command not in _NO_SECRETS)
     except ConfigError as exc:
         print(f"qonto-invoice-daemon: configuration error: {exc}", file=sys.stderr)
+        if args.command == "run":
+            # Also a line for journald and its readers, as the daemon's others are.
+            logs.configure(args.log_format or logs.LogFormat.AUTO, args.log_level or "info")
+            structlog.get_logger().critical(
+                "config_error", error=str(exc),
+                hint="fix the configuration (qonto-invoice-daemon check-config lists every "
+                "problem), then start again",
+            )
         return EX_CONFIG
     if args.command == "status":
         report = asyncio.run(status_mod.collect(cfg))
@@ -136,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"qonto-invoice-daemon: {exc}: {exc.hint}", file=sys.stderr)
             return EX_TEMPFAIL if exc.temporary else EX_CONFIG
     redact = Redactor(cfg.secret_values())
-    logs.configure(cfg.log_format, cfg.log_level, redact=redact)
+    logs.configure(
+        args.log_format or cfg.log_format, args.log_level or cfg.log_level, redact=redact
+    )
 
     try:
         return _serve(Service(cfg, once=args.once, redact=redact))

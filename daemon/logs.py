@@ -18,6 +18,34 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+_METHODS = {**_LEVELS, "exception": logging.ERROR, "critical": logging.CRITICAL}
+
+
+class _Threshold:
+    """The level below which lines are dropped; SIGUSR2 moves it to debug and back.
+
+    A processor, not structlog's filtering logger: loggers cached at first use
+    would keep the level they were made with.
+    """
+
+    def __init__(self) -> None:
+        self.configured = self.level = logging.INFO
+
+    def __call__(self, _: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        below = _METHODS.get(method, logging.INFO) < self.level
+        if below and event_dict.get("event") != "log_level_changed":
+            raise structlog.DropEvent
+        return event_dict
+
+
+_threshold = _Threshold()
+
+
+def toggle_debug() -> str:
+    """Debug lines on, or back to the configured level; the level now in force."""
+    debug = _threshold.level != logging.DEBUG
+    _threshold.level = logging.DEBUG if debug else _threshold.configured
+    return logging.getLevelName(_threshold.level).lower()
 
 
 def printable(value: str) -> str:
@@ -110,7 +138,9 @@ def configure(
             as_json = True
         case LogFormat.CONSOLE:
             as_json = False
+    _threshold.configured = _threshold.level = _LEVELS[level]
     processors: list[Any] = [
+        _threshold,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -126,7 +156,7 @@ def configure(
     _route_library_logging()
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )

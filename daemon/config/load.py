@@ -32,8 +32,15 @@ from .model import (
 from .tables import Table, choice, non_negative, organization, resolve, section
 
 
-def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read and check the configuration file; raise ConfigError naming the bad key."""
+def load(
+    path: str | Path, env: Mapping[str, str] | None = None, *, secrets: bool = True
+) -> Config:
+    """Read and check the configuration file; raise ConfigError naming the bad key.
+
+    With `secrets` false, where each secret comes from is checked, but no secret is
+    read: for the commands that never talk to Qonto, run by people who may not
+    read them (`status` from a monitoring user, without systemd's credentials).
+    """
     path = Path(path)
     env = os.environ if env is None else env
     try:
@@ -45,10 +52,12 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    return from_dict(raw, env=env, base_dir=path.parent.resolve())
+    return from_dict(raw, env=env, base_dir=path.parent.resolve(), secrets=secrets)
 
 
-def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path) -> Config:
+def from_dict(
+    raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path, secrets: bool = True
+) -> Config:
     notes: list[str] = []  # what a configuration that loads still has to say
     top = Table(raw, "")
     for name in ("qonto", "database", "watch", "upload", "validation", "einvoicing", "service",
@@ -57,7 +66,7 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
     top.finish()
 
     qonto = section(raw, "qonto")
-    main_org = organization(qonto, env, base_dir, parent=None, notes=notes)
+    main_org = organization(qonto, env, base_dir, parent=None, notes=notes, read=secrets)
     qonto.finish()
 
     database = section(raw, "database")
@@ -156,7 +165,9 @@ def from_dict(raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path)
     heartbeat_s = log.positive("heartbeat_seconds", float, 300.0)
     log.finish()
 
-    folders = _folders(raw.get("folders"), env, base_dir, main_org, validation.facturx, notes)
+    folders = _folders(
+        raw.get("folders"), env, base_dir, main_org, validation.facturx, notes, secrets
+    )
     for index, folder in enumerate(folders):
         if _within(db_path, folder.inbox):
             raise ConfigError(
@@ -186,6 +197,7 @@ def _folders(
     main_org: Organization,
     facturx: str,
     notes: list[str],
+    read: bool = True,
 ) -> tuple[Folder, ...]:
     if raw is None:
         raise ConfigError("missing [[folders]]: configure at least one inbox")
@@ -207,7 +219,7 @@ def _folders(
         policy = FacturxPolicy(
             choice(table, "facturx", FACTURX_POLICIES, "require" if send else facturx)
         )
-        org = organization(table, env, base_dir, parent=main_org, notes=notes)
+        org = organization(table, env, base_dir, parent=main_org, notes=notes, read=read)
         table.finish()
         known = logins.setdefault(org.key, org)
         if known != org:

@@ -20,7 +20,19 @@ class Secret:
     def __init__(self, value: str) -> None:
         self._value = value
 
+    @classmethod
+    def unread(cls) -> Secret:
+        """Where a secret would be, for commands that never use one (`status`,
+        `lookup`...): its source was checked, its value not read."""
+        return cls("")
+
+    @property
+    def known(self) -> bool:
+        return bool(self._value)
+
     def reveal(self) -> str:
+        if not self._value:
+            raise RuntimeError("this command did not read the secret")
         return self._value
 
     def __repr__(self) -> str:
@@ -156,11 +168,10 @@ class Config:
         """Every secret the configuration holds, for redaction."""
         values: list[str] = []
         for org in self.organizations:
-            for secret in (org.secret, org.staging_token):
-                if secret is not None:
-                    values.append(secret.reveal())
+            secrets = [org.secret, org.staging_token]
             if org.oauth is not None:
-                values += [org.oauth.client_secret.reveal(), org.oauth.refresh_token.reveal()]
+                secrets += [org.oauth.client_secret, org.oauth.refresh_token]
+            values += [s.reveal() for s in secrets if s is not None and s.known]
         return values
 
     @property

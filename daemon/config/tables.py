@@ -84,14 +84,22 @@ def read_secret(
     prefix: str,
     required: bool,
     notes: list[str],
+    read: bool = True,
 ) -> Secret | None:
-    """A secret from exactly one source: `*_env`, `*_file`, or `*_credential` (systemd)."""
+    """A secret from exactly one source: `*_env`, `*_file`, or `*_credential` (systemd).
+
+    With `read` false the source is checked but not read (`Secret.unread()`).
+    """
     keys = [f"{prefix}_env", f"{prefix}_file", f"{prefix}_credential"]
     env_name, file_name, credential = (table.optional(k, str) for k in keys)
     given = [table._name(k) for k, v in zip(keys, (env_name, file_name, credential), strict=True)
              if v is not None]
     if len(given) > 1:
         raise ConfigError(f"{' and '.join(given)}: set only one source for the secret")
+    if given and not read:
+        if credential is not None and ("/" in credential or credential in (".", "..")):
+            raise ConfigError(f"{table._name(keys[2])} must be a credential name, not a path")
+        return Secret.unread()
     if env_name is not None:
         value = env.get(env_name, "")
         if not value.strip():
@@ -158,6 +166,7 @@ def organization(
     base_dir: Path,
     parent: Organization | None,
     notes: list[str],
+    read: bool = True,
 ) -> Organization:
     if "secret_key" in table._data:
         raise ConfigError(
@@ -177,7 +186,8 @@ def organization(
     )
     if parent is not None and login is None and not has_secret and base_url is None:
         # The folder belongs to the main organization. Still mark the keys as read.
-        read_secret(table, env, base_dir, prefix="staging_token", required=False, notes=notes)
+        read_secret(table, env, base_dir, prefix="staging_token", required=False, notes=notes,
+                    read=read)
         if has_staging:
             raise ConfigError(f"{table._where}: staging_token_env needs login and a secret key")
         return parent
@@ -194,12 +204,12 @@ def organization(
         if oauth_keys:
             raise ConfigError(f'{table._name(oauth_keys[0])} needs auth = "oauth"')
         secret = read_secret(
-            table, env, base_dir, prefix="secret_key", required=True, notes=notes
+            table, env, base_dir, prefix="secret_key", required=True, notes=notes, read=read
         )
     else:
-        oauth = oauth_of(table, env, base_dir, notes)
+        oauth = oauth_of(table, env, base_dir, notes, read=read)
     staging = read_secret(
-        table, env, base_dir, prefix="staging_token", required=False, notes=notes
+        table, env, base_dir, prefix="staging_token", required=False, notes=notes, read=read
     )
     if parent is not None:
         base_url = base_url or parent.base_url
@@ -212,17 +222,19 @@ def organization(
     )
 
 
-def oauth_of(table: Table, env: Mapping[str, str], base_dir: Path, notes: list[str]) -> OAuth:
+def oauth_of(
+    table: Table, env: Mapping[str, str], base_dir: Path, notes: list[str], *, read: bool = True
+) -> OAuth:
     if any(k.startswith("secret_key") for k in table._data):
         raise ConfigError(f'{table._where}: with auth = "oauth" there is no secret_key')
     client_id = table.get("client_id", str, required=True).strip()
     if not client_id:
         raise ConfigError(f"{table._name('client_id')} must not be empty")
     client_secret = read_secret(
-        table, env, base_dir, prefix="client_secret", required=True, notes=notes
+        table, env, base_dir, prefix="client_secret", required=True, notes=notes, read=read
     )
     refresh = read_secret(table, env, base_dir, prefix="refresh_token", required=True,
-                           notes=notes)
+                           notes=notes, read=read)
     token_url = table.get("token_url", str, DEFAULT_TOKEN_URL).rstrip("/")
     check_base_url(token_url, table._name("token_url"))
     assert client_secret is not None and refresh is not None

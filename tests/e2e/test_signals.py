@@ -13,7 +13,7 @@ from helpers import LOGIN, Workspace, daemon, finish, log_events, seen, wait_for
 from daemon.journal import Journal
 
 
-async def test_hup_rescans_usr1_reports_usr2_is_ignored(ws: Workspace, qonto):
+async def test_hup_rescans_usr1_reports_usr2_toggles_debug_lines(ws: Workspace, qonto):
     _, url = qonto
     # Nothing but a rescan would see a new file: no inotify, an hour between polls and scans.
     toml = ws.write_toml(url, watch={"force_polling": True, "poll_delay_ms": 3_600_000,
@@ -26,9 +26,20 @@ async def test_hup_rescans_usr1_reports_usr2_is_ignored(ws: Workspace, qonto):
         for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             proc.send_signal(sig)
         await wait_for(lambda: (ws.done / "after-start.pdf").exists(), what="pickup after HUP")
-        await wait_for(lambda: seen(log, "daemon_status") and seen(log, "signal_ignored"),
-                       what="status and ignored lines")
+        await wait_for(lambda: seen(log, "daemon_status") and seen(log, "log_level_changed"),
+                       what="status and level lines")
         assert proc.returncode is None  # none of them ended the daemon
+        assert [e["to_level"] for e in log_events(log) if e["event"] == "log_level_changed"] == [
+            "debug"]
+        ws.invoice("debug.pdf")  # debug lines show now...
+        proc.send_signal(signal.SIGHUP)
+        await wait_for(lambda: seen(log, "file_parsing"), what="a debug line")
+        proc.send_signal(signal.SIGUSR2)  # ...and stop again
+        await wait_for(lambda: len([e for e in log_events(log)
+                                    if e["event"] == "log_level_changed"]) == 2,
+                       what="the level back")
+        assert [e["to_level"] for e in log_events(log) if e["event"] == "log_level_changed"] == [
+            "debug", "info"]
         proc.send_signal(signal.SIGTERM)
         assert await finish(proc) == 0
     finally:

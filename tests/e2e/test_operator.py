@@ -1,0 +1,73 @@
+"""The operator's commands as a person runs them: the recommended credentials, the
+default configuration path, the log options, a configuration error for journald."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import ENV, Workspace, json_lines, run_cli, to_toml
+
+
+def with_credentials(ws: Workspace, url: str) -> dict:
+    """The README's recommended setup: the key comes from systemd's credentials."""
+    raw = ws.config_dict(url)
+    del raw["qonto"]["secret_key_env"]
+    raw["qonto"]["secret_key_credential"] = "qonto-secret-key"
+    return raw
+
+
+async def test_commands_that_never_talk_to_qonto_read_no_secret(ws: Workspace, qonto):
+    emulator, url = qonto
+    toml = ws.root / "config.toml"
+    toml.write_text(to_toml(ws.config_dict(url)), encoding="utf-8")
+    ws.invoice("a.pdf")
+    code, _, err = await run_cli("run", "--once", "--config", str(toml))
+    assert code == 0, err
+    toml.write_text(to_toml(with_credentials(ws, url)), encoding="utf-8")
+    no_secret = {"QONTO_SECRET_KEY": "", "CREDENTIALS_DIRECTORY": ""}  # a shell, not the unit
+    for argv in (
+        ["status"], ["status", "--json"], ["lookup", str(ws.done / "a.pdf")],
+        ["lookup", "--json", str(ws.done / "a.pdf")], ["retry", "--all"],
+        ["retry", "--einvoice", "--all"], ["send-einvoice", str(ws.done / "a.pdf")],
+    ):
+        code, out, err = await run_cli(*argv, "--config", str(toml), env=no_secret)
+        assert "CREDENTIALS_DIRECTORY" not in err, (argv, err)
+        assert code in (0, 1), (argv, code, err)
+    code, out, _ = await run_cli("lookup", "--json", "--config", str(toml),
+                                 str(ws.done / "a.pdf"), env=no_secret)
+    assert json.loads(out)["state"] == "done"
+    # check-config checks the secret itself: there, it says what is missing.
+    code, _, err = await run_cli("check-config", "--config", str(toml), env=no_secret)
+    assert code == 78 and "CREDENTIALS_DIRECTORY" in err
+
+
+async def test_the_configuration_path_defaults_to_the_environment(ws: Workspace, qonto):
+    _, url = qonto
+    toml = ws.write_toml(url)
+    code, out, err = await run_cli("status", "--json",
+                                   env={"QONTO_INVOICE_DAEMON_CONFIG": str(toml)})
+    assert code == 0, err
+    assert json.loads(out)["database"] == str(ws.db)
+    code, _, err = await run_cli("status", env={"QONTO_INVOICE_DAEMON_CONFIG": ""})
+    assert code == 78 and "/etc/qonto-invoice-daemon/config.toml" in err
+
+
+async def test_run_takes_the_log_level_and_format_from_its_command_line(ws: Workspace, qonto):
+    _, url = qonto
+    ws.invoice("a.pdf")
+    toml = ws.write_toml(url, log={"format": "console", "level": "warning"})
+    code, out, err = await run_cli("run", "--once", "--config", str(toml),
+                                   "--log-level", "debug", "--log-format", "json")
+    assert code == 0, err
+    events = {e["event"] for e in json_lines(out)}
+    assert {"daemon_started", "file_parsing", "file_imported"} <= events  # debug and info
+
+
+async def test_a_configuration_error_at_start_is_also_a_json_line(ws: Workspace):
+    toml = ws.root / "config.toml"
+    toml.write_text("[qonto]\nlogin = 1\n", encoding="utf-8")
+    code, out, err = await run_cli("run", "--config", str(toml), env=ENV)
+    assert code == 78 and "configuration error" in err
+    (line,) = json_lines(out)
+    assert line["event"] == "config_error" and line["level"] == "critical"
+    assert "qonto.login" in line["error"] and line["hint"]
