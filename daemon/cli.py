@@ -14,7 +14,7 @@ import structlog
 
 from . import __version__, config, logs, malloc
 from .commands import status as status_mod
-from .commands.check import check_online, check_paths
+from .commands.check import check_online, check_paths_as
 from .commands.common import EX_CONFIG, EX_FAILED, EX_OK, EX_TEMPFAIL, EX_USAGE
 from .commands.lookup import lookup
 from .commands.retry import retry_einvoices, retry_files
@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(check)
     check.add_argument("--online", action="store_true",
                        help="also make one authenticated read-only request per organization")
+    check.add_argument("--user", default=None, metavar="NAME",
+                       help="(as root) check every path as this user would reach it: the "
+                       "service's User=")
 
     demo = sub.add_parser("demo", help="a self-contained run against a local Qonto stand-in")
     demo.add_argument("--keep", action="store_true", help="keep the temporary workspace")
@@ -105,10 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .commands.demo import run_demo
 
         return asyncio.run(run_demo(keep=args.keep))
+    if args.command != "run":
+        logs.silence()  # a command prints its own answer; the daemon's lines are for run
     try:
         cfg = config.load(config_path(args.config), secrets=args.command not in _NO_SECRETS)
     except ConfigError as exc:
-        print(f"qonto-invoice-daemon: configuration error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            if args.command == "check-config":
+                print(f"problem: {line}", file=sys.stderr)
+            else:
+                print(f"qonto-invoice-daemon: configuration error: {line}", file=sys.stderr)
         if args.command == "run":
             # Also a line for journald and its readers, as the daemon's others are.
             logs.configure(args.log_format or logs.LogFormat.AUTO, args.log_level or "info")
@@ -149,9 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"qonto-invoice-daemon: retry: {logs.printable(line)}", file=sys.stderr)
         return EX_OK if not problems else EX_FAILED
     if args.command == "check-config":
-        problems, notes = check_paths(cfg)
+        problems, notes = check_paths_as(cfg, args.user)
         if args.online:
-            problems += asyncio.run(check_online(cfg))
+            online_problems, online_notes = asyncio.run(check_online(cfg))
+            problems += online_problems
+            notes += online_notes
         for note in notes:
             print(f"note: {note}")
         for problem in problems:

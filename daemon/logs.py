@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping, MutableMapping
 from enum import StrEnum
 from typing import Any, TextIO
 
@@ -161,3 +162,17 @@ def configure(
         cache_logger_on_first_use=True,
     )
 
+
+def silence() -> None:
+    """No log lines at all: for the commands, whose output is their answer (unless
+    the process has configured logging already, as a test does)."""
+    if structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[_drop], logger_factory=structlog.PrintLoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _drop(_: Any, __: str, ___: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    raise structlog.DropEvent

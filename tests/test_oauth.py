@@ -15,6 +15,7 @@ from helpers import (
     finish,
     log_events,
     names,
+    run_cli,
     seen,
     to_toml,
     wait_for,
@@ -132,20 +133,27 @@ async def test_a_sigkill_right_after_a_refresh_never_locks_the_daemon_out(ws, qo
 
 
 async def test_check_config_online_with_oauth_stores_the_rotated_token(ws, qonto, start):
-    from e2e.test_cli import run_cli
-
     emulator, url = qonto
     emulator.refresh_grace_s = 0.0  # a used token is dead at once: only the stored one works
     first = emulator.add_oauth_client(LOGIN, "cid", "cs3cret")
     raw = oauth_config(ws, url, first)
     toml = ws.root / "config.toml"
     toml.write_text(to_toml(raw), encoding="utf-8")
+    # No journal yet: a refresh would rotate the token with nowhere to keep the new one.
     code, out, err = await run_cli("check-config", "--config", str(toml), "--online",
                                    env=env(first))
     assert code == 0, err
-    assert emulator.refreshes == 1 and first not in emulator.refresh_tokens  # rotated
-    # `run` starts from the token check-config stored, not the dead configured one.
+    assert "OAuth not checked online" in out and emulator.refreshes == 0
+    assert not ws.db.exists()  # check-config makes no journal
     cfg = config_mod.from_dict(raw, env=env(first), base_dir=ws.root)
+    ws.invoice("first.pdf")
+    assert await asyncio.wait_for((await start(cfg, once=True)).task, 30) == 0
+    assert emulator.refreshes == 1
+    code, out, err = await run_cli("check-config", "--config", str(toml), "--online",
+                                   env=env(first))
+    assert code == 0, err
+    assert emulator.refreshes == 2  # rotated, and stored as `run` would
+    # `run` starts from the token check-config stored, not a dead one.
     ws.invoice("a.pdf")
     assert await asyncio.wait_for((await start(cfg, once=True)).task, 30) == 0
-    assert emulator.refreshes == 2
+    assert emulator.refreshes == 3

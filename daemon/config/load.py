@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ConfigError
 from ..logs import LogFormat
 from .model import (
+    DEFAULT_BASE_URL,
     DUPLICATE_NUMBER_POLICIES,
     FACTURX_POLICIES,
     Config,
@@ -30,6 +31,8 @@ from .model import (
     WatchConfig,
 )
 from .tables import Table, choice, non_negative, organization, resolve, section
+
+T = TypeVar("T")
 
 
 def load(
@@ -58,21 +61,84 @@ def load(
 def from_dict(
     raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path, secrets: bool = True
 ) -> Config:
+    """The configuration, or one ConfigError listing every problem (a line each):
+    each section is read on its own, with its defaults standing in for what is wrong."""
     notes: list[str] = []  # what a configuration that loads still has to say
-    top = Table(raw, "")
-    for name in ("qonto", "database", "watch", "upload", "validation", "einvoicing", "service",
-                 "log", "folders"):
-        top._used.add(name)
-    top.finish()
+    problems: list[str] = []
 
+    def attempt(read: Callable[[], T], fallback: T) -> T:
+        try:
+            return read()
+        except ConfigError as exc:
+            problems.extend(str(exc).splitlines())
+            return fallback
+
+    def top() -> None:
+        table = Table(raw, "")
+        for name in ("qonto", "database", "watch", "upload", "validation", "einvoicing",
+                     "service", "log", "folders"):
+            table._used.add(name)
+        table.finish()
+
+    attempt(top, None)
+    placeholder = Organization(base_url=DEFAULT_BASE_URL, login="(not configured)")
+    main_org = attempt(lambda: _main_org(raw, env, base_dir, notes, secrets), placeholder)
+    db_path = attempt(lambda: _database(raw, base_dir), base_dir / "state.sqlite3")
+    watch = attempt(lambda: _watch(raw), WatchConfig())
+    upload = attempt(lambda: _upload(raw), UploadConfig())
+    validation = attempt(lambda: _validation(raw), ValidationConfig())
+    einvoicing = attempt(lambda: _einvoicing(raw), EinvoicingConfig())
+    grace_s = attempt(lambda: _service(raw), 20.0)
+    log_format, log_level, heartbeat_s = attempt(
+        lambda: _log(raw), (LogFormat.AUTO, "info", 300.0)
+    )
+    no_folders: tuple[Folder, ...] = ()
+    folders = attempt(
+        lambda: _folders(
+            raw.get("folders"), env, base_dir, main_org, validation.facturx, notes, secrets
+        ),
+        no_folders,
+    )
+    for index, folder in enumerate(folders):
+        if _within(db_path, folder.inbox):
+            problems.append(
+                f"database.path {db_path} is inside the inbox of folders[{index}]: the journal "
+                "would be taken for an invoice; keep it on local disk outside every watched folder"
+            )
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return Config(
+        database=db_path,
+        folders=folders,
+        watch=watch,
+        upload=upload,
+        validation=validation,
+        einvoicing=einvoicing,
+        shutdown_grace_s=grace_s,
+        log_format=log_format,
+        log_level=log_level,
+        heartbeat_s=heartbeat_s,
+        notes=tuple(notes),
+    )
+
+
+def _main_org(
+    raw: Mapping[str, Any], env: Mapping[str, str], base_dir: Path, notes: list[str], read: bool
+) -> Organization:
     qonto = section(raw, "qonto")
-    main_org = organization(qonto, env, base_dir, parent=None, notes=notes, read=secrets)
+    org = organization(qonto, env, base_dir, parent=None, notes=notes, read=read)
     qonto.finish()
+    return org
 
+
+def _database(raw: Mapping[str, Any], base_dir: Path) -> Path:
     database = section(raw, "database")
     db_path = resolve(base_dir, database.get("path", str, required=True))
     database.finish()
+    return db_path
 
+
+def _watch(raw: Mapping[str, Any]) -> WatchConfig:
     watch_t = section(raw, "watch")
     watch = WatchConfig(
         settle_s=non_negative(watch_t, "settle_seconds", WatchConfig.settle_s),
@@ -89,7 +155,10 @@ def from_dict(
         ),
     )
     watch_t.finish()
+    return watch
 
+
+def _upload(raw: Mapping[str, Any]) -> UploadConfig:
     up = section(raw, "upload")
     upload = UploadConfig(
         concurrency=up.positive("concurrency", int, UploadConfig.concurrency),
@@ -111,14 +180,19 @@ def from_dict(
             "auth_pause_max_seconds", float, UploadConfig.auth_pause_max_s
         ),
     )
-    up.finish()
     if upload.backoff_max_s < upload.backoff_initial_s:
-        raise ConfigError("upload.backoff_max_seconds must be at least backoff_initial_seconds")
+        up.problems.append(
+            "upload.backoff_max_seconds must be at least backoff_initial_seconds"
+        )
     if upload.auth_pause_max_s < upload.auth_pause_initial_s:
-        raise ConfigError(
+        up.problems.append(
             "upload.auth_pause_max_seconds must be at least auth_pause_initial_seconds"
         )
+    up.finish()
+    return upload
 
+
+def _validation(raw: Mapping[str, Any]) -> ValidationConfig:
     val = section(raw, "validation")
     validation = ValidationConfig(
         facturx=FacturxPolicy(choice(val, "facturx", FACTURX_POLICIES, ValidationConfig.facturx)),
@@ -131,10 +205,15 @@ def from_dict(
         parse_memory_mb=val.positive("parse_memory_mb", int, ValidationConfig.parse_memory_mb),
         parse_workers=val.positive("parse_workers", int, ValidationConfig.parse_workers),
     )
-    val.finish()
     if validation.parse_memory_mb < 128:
-        raise ConfigError("validation.parse_memory_mb must be at least 128 (the parser's own size)")
+        val.problems.append(
+            "validation.parse_memory_mb must be at least 128 (the parser's own size)"
+        )
+    val.finish()
+    return validation
 
+
+def _einvoicing(raw: Mapping[str, Any]) -> EinvoicingConfig:
     ein = section(raw, "einvoicing")
     einvoicing = EinvoicingConfig(
         poll_initial_s=ein.positive(
@@ -144,50 +223,34 @@ def from_dict(
         track_days=ein.positive("track_days", float, EinvoicingConfig.track_days),
         recheck_s=ein.positive("recheck_seconds", float, EinvoicingConfig.recheck_s),
     )
-    ein.finish()
     if einvoicing.poll_max_s < einvoicing.poll_initial_s:
-        raise ConfigError("einvoicing.poll_max_seconds must be at least poll_initial_seconds")
+        ein.problems.append("einvoicing.poll_max_seconds must be at least poll_initial_seconds")
+    ein.finish()
+    return einvoicing
 
+
+def _service(raw: Mapping[str, Any]) -> float:
     service = section(raw, "service")
     grace_s = non_negative(service, "shutdown_grace_seconds", 20.0)
     service.finish()
+    return grace_s
 
+
+def _log(raw: Mapping[str, Any]) -> tuple[LogFormat, str, float]:
     log = section(raw, "log")
     fmt = log.get("format", str, LogFormat.AUTO)
     if fmt not in tuple(LogFormat):
-        raise ConfigError(f'log.format must be "auto", "json" or "console", got "{fmt}"')
-    log_format = LogFormat(fmt)
-    log_level = log.get("level", str, "info").lower()
-    if log_level not in ("debug", "info", "warning", "error"):
-        raise ConfigError(
-            f'log.level must be "debug", "info", "warning" or "error", got "{log_level}"'
+        log.problems.append(f'log.format must be "auto", "json" or "console", got "{fmt}"')
+        fmt = LogFormat.AUTO
+    level = log.get("level", str, "info").lower()
+    if level not in ("debug", "info", "warning", "error"):
+        log.problems.append(
+            f'log.level must be "debug", "info", "warning" or "error", got "{level}"'
         )
+        level = "info"
     heartbeat_s = log.positive("heartbeat_seconds", float, 300.0)
     log.finish()
-
-    folders = _folders(
-        raw.get("folders"), env, base_dir, main_org, validation.facturx, notes, secrets
-    )
-    for index, folder in enumerate(folders):
-        if _within(db_path, folder.inbox):
-            raise ConfigError(
-                f"database.path {db_path} is inside the inbox of folders[{index}]: the journal "
-                "would be taken for an invoice; keep it on local disk outside every watched folder"
-            )
-    return Config(
-        database=db_path,
-        folders=folders,
-        watch=watch,
-        upload=upload,
-        validation=validation,
-        einvoicing=einvoicing,
-        shutdown_grace_s=grace_s,
-        log_format=log_format,
-        log_level=log_level,
-        heartbeat_s=heartbeat_s,
-        notes=tuple(notes),
-    )
-
+    return LogFormat(fmt), level, heartbeat_s
 
 
 def _folders(
@@ -205,34 +268,55 @@ def _folders(
         raise ConfigError("[[folders]] must be a non-empty array of tables")
     folders: list[Folder] = []
     logins: dict[str, Organization] = {}
+    problems: list[str] = []
     for index, item in enumerate(raw):
-        where = f"folders[{index}]"
-        if not isinstance(item, dict):
-            raise ConfigError(f"{where} must be a table")
-        table = Table(item, where)
-        inbox = resolve(base_dir, table.get("inbox", str, required=True))
-        done = resolve(base_dir, table.get("done", str, required=True))
-        failed = resolve(base_dir, table.get("failed", str, required=True))
-        send = table.get("send_by_einvoice", bool, False)
-        # A PDF without valid Factur-X XML cannot be an e-invoice: such a folder
-        # fails it before import, unless it says otherwise.
-        policy = FacturxPolicy(
-            choice(table, "facturx", FACTURX_POLICIES, "require" if send else facturx)
-        )
-        org = organization(table, env, base_dir, parent=main_org, notes=notes, read=read)
-        table.finish()
-        known = logins.setdefault(org.key, org)
-        if known != org:
-            raise ConfigError(
-                f"{where}: organization {org.login} is configured twice with different "
-                "settings (base_url, secret key or staging token)"
+        try:
+            folder = _folder(index, item, env, base_dir, main_org, facturx, notes, read)
+        except ConfigError as exc:
+            problems.extend(str(exc).splitlines())  # and the next folders are read too
+            continue
+        known = logins.setdefault(folder.org.key, folder.org)
+        if known != folder.org:
+            problems.append(
+                f"folders[{index}]: organization {folder.org.login} is configured twice with "
+                "different settings (base_url, secret key or staging token)"
             )
-        if len({inbox, done, failed}) != 3:
-            raise ConfigError(f"{where}: inbox, done and failed must be three different folders")
-        folders.append(Folder(inbox=inbox, done=done, failed=failed, org=org, facturx=policy,
-                              send_by_einvoice=send))
+        folders.append(folder)
+    if problems:
+        raise ConfigError("\n".join(problems))
     _check_overlaps(folders)
     return tuple(folders)
+
+
+def _folder(
+    index: int,
+    item: object,
+    env: Mapping[str, str],
+    base_dir: Path,
+    main_org: Organization,
+    facturx: str,
+    notes: list[str],
+    read: bool,
+) -> Folder:
+    where = f"folders[{index}]"
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where} must be a table")
+    table = Table(item, where)
+    inbox = resolve(base_dir, table.get("inbox", str, required=True))
+    done = resolve(base_dir, table.get("done", str, required=True))
+    failed = resolve(base_dir, table.get("failed", str, required=True))
+    send = table.get("send_by_einvoice", bool, False)
+    # A PDF without valid Factur-X XML cannot be an e-invoice: such a folder
+    # fails it before import, unless it says otherwise.
+    policy = FacturxPolicy(
+        choice(table, "facturx", FACTURX_POLICIES, "require" if send else facturx)
+    )
+    org = organization(table, env, base_dir, parent=main_org, notes=notes, read=read)
+    table.finish()
+    if len({inbox, done, failed}) != 3:
+        raise ConfigError(f"{where}: inbox, done and failed must be three different folders")
+    return Folder(inbox=inbox, done=done, failed=failed, org=org, facturx=policy,
+                  send_by_einvoice=send)
 
 
 def _real(path: Path) -> Path:

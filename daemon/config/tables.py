@@ -23,6 +23,9 @@ class Table:
         self._data = data
         self._where = where
         self._used: set[str] = set()
+        # Keys with a default that are ill-typed or out of range: the default stands in
+        # while the rest is read, so that every problem is listed at once.
+        self.problems: list[str] = []
 
     def _name(self, key: str) -> str:
         return f"{self._where}.{key}" if self._where else key
@@ -39,9 +42,11 @@ class Table:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(
-                f"{self._name(key)} must be {kind_name(kind)}, got {type(value).__name__}"
-            )
+            problem = f"{self._name(key)} must be {kind_name(kind)}, got {type(value).__name__}"
+            if default is None:
+                raise ConfigError(problem)
+            self.problems.append(problem)
+            return default
         return value
 
     def optional(self, key: str, kind: type[T]) -> T | None:
@@ -53,14 +58,22 @@ class Table:
     def positive(self, key: str, kind: type[T], default: T) -> T:
         value = self.get(key, kind, default)
         if value <= 0:  # type: ignore[operator]
-            raise ConfigError(f"{self._name(key)} must be greater than 0, got {value}")
+            self.problems.append(f"{self._name(key)} must be greater than 0, got {value}")
+            return default
         return value
 
+    def unknown(self, known: frozenset[str]) -> list[str]:
+        """Keys of this table outside `known` (read or not yet)."""
+        return sorted(k for k in self._data if k not in known)
+
     def finish(self) -> None:
+        """Raise every problem of this table at once: unknown keys first."""
         unknown = sorted(set(self._data) - self._used)
+        problems = list(self.problems)
         if unknown:
-            names = ", ".join(self._name(k) for k in unknown)
-            raise ConfigError(f"unknown key {names}")
+            problems.insert(0, "unknown key " + ", ".join(self._name(k) for k in unknown))
+        if problems:
+            raise ConfigError("\n".join(problems))
 
 
 def kind_name(kind: type) -> str:
@@ -160,6 +173,18 @@ def resolve(base_dir: Path, value: str) -> Path:
     return path if path.is_absolute() else (base_dir / path)
 
 
+def _sources(prefix: str) -> set[str]:
+    return {f"{prefix}_env", f"{prefix}_file", f"{prefix}_credential"}
+
+
+ORG_KEYS = frozenset({
+    "base_url", "login", "auth", "client_id", "token_url",
+    *_sources("secret_key"), *_sources("staging_token"), *_sources("client_secret"),
+    *_sources("refresh_token"),
+})
+FOLDER_KEYS = frozenset({"inbox", "done", "failed", "facturx", "send_by_einvoice"})
+
+
 def organization(
     table: Table,
     env: Mapping[str, str],
@@ -195,6 +220,10 @@ def organization(
         raise ConfigError(f"missing required key {table._name('login')}")
     if not login.strip():
         raise ConfigError(f"{table._name('login')} must not be empty")
+    strange = table.unknown(ORG_KEYS | FOLDER_KEYS)
+    if strange:
+        # A misspelt key (secret_key_credentail) is said before the secret it hides.
+        raise ConfigError("unknown key " + ", ".join(table._name(k) for k in strange))
     auth = auth or "api_key"
     if auth not in ("api_key", "oauth"):
         raise ConfigError(f'{table._name("auth")} must be "api_key" or "oauth", got "{auth}"')

@@ -71,3 +71,60 @@ async def test_a_configuration_error_at_start_is_also_a_json_line(ws: Workspace)
     (line,) = json_lines(out)
     assert line["event"] == "config_error" and line["level"] == "critical"
     assert "qonto.login" in line["error"] and line["hint"]
+
+
+async def test_check_config_lists_every_problem_at_once_unknown_keys_first(ws: Workspace):
+    raw = ws.config_dict("http://127.0.0.1:9", upload={"concurrency": "four",
+                                                       "timeout_seconds": -1},
+                         watch={"settle_secnds": 1})
+    del raw["qonto"]["secret_key_env"]
+    raw["qonto"]["secret_key_credentail"] = "qonto-secret-key"  # misspelt
+    raw["folders"].append({"inbox": str(ws.root / "two"), "done": 3})
+    toml = ws.root / "config.toml"
+    toml.write_text(to_toml(raw), encoding="utf-8")
+    code, out, err = await run_cli("check-config", "--config", str(toml), env=ENV)
+    assert code == 78 and not out.strip().startswith("{")  # no log lines
+    problems = [line for line in err.splitlines() if line.startswith("problem: ")]
+    text = "\n".join(problems)
+    assert "unknown key qonto.secret_key_credentail" in problems[0]  # not "missing secret"
+    for expected in ("upload.concurrency must be an integer", "upload.timeout_seconds must be",
+                     "unknown key watch.settle_secnds", "folders[1]"):
+        assert expected in text, (expected, text)
+
+
+async def test_check_config_sees_an_inbox_the_daemon_could_not_empty(ws: Workspace):
+    import os
+
+    if os.geteuid() == 0:
+        import pytest
+
+        pytest.skip("root may write anywhere; --user covers it (test below)")
+    ws.inbox.chmod(0o555)
+    try:
+        code, _, err = await run_cli("check-config", "--config", str(ws.write_toml("http://x")))
+    finally:
+        ws.inbox.chmod(0o755)
+    assert code == 78 and "not writable" in err
+
+
+async def test_check_config_as_the_service_user(ws: Workspace):
+    import os
+    import pwd
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("--user needs root")
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody here")
+    toml = ws.write_toml("http://127.0.0.1:9")
+    os.chmod(ws.root, 0o755)
+    code, out, err = await run_cli("check-config", "--config", str(toml), env=ENV)
+    assert code == 0 and "--user" in out  # root passes everything, and is told so
+    code, out, err = await run_cli("check-config", "--config", str(toml), "--user", "nobody",
+                                   env=ENV)
+    assert code == 78, (out, err)
+    assert "(as nobody)" in err and "inbox" in err
+    assert nobody.pw_uid != 0
