@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what the daemon is doing (it may be running)")
     _config_option(status)
     status.add_argument("--json", action="store_true", help="one JSON object")
+    status.add_argument("--check", action="store_true",
+                        help="one line and the monitoring-plugin exit status: 0 OK, 1 WARNING, "
+                        "2 CRITICAL, 3 UNKNOWN")
+    status.add_argument("--max-age", type=float, default=3600.0, metavar="SECONDS",
+                        help="with --check: a file waiting longer is a warning (default 3600)")
 
     retry = sub.add_parser("retry", help="move failed files back into their inbox")
     _config_option(retry)
@@ -103,6 +108,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `status | head -3`: the reader has gone; nothing more to say, no traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EX_FAILED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         from .commands.demo import run_demo
@@ -113,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config.load(config_path(args.config), secrets=args.command not in _NO_SECRETS)
     except ConfigError as exc:
+        if args.command == "status" and args.check:
+            print(f"UNKNOWN: configuration error: {' '.join(str(exc).splitlines())}")
+            return 3
         for line in str(exc).splitlines():
             if args.command == "check-config":
                 print(f"problem: {line}", file=sys.stderr)
@@ -128,7 +146,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return EX_CONFIG
     if args.command == "status":
-        report = asyncio.run(status_mod.collect(cfg))
+        try:
+            report = asyncio.run(status_mod.collect(cfg))
+        except JournalError as exc:
+            if args.check:
+                print(f"CRITICAL: {exc}")
+                return status_mod.Check.CRITICAL
+            print(f"qonto-invoice-daemon: {exc}: {exc.hint}", file=sys.stderr)
+            return EX_TEMPFAIL if exc.temporary else EX_CONFIG
+        if args.check:
+            verdict, line = status_mod.check(report, max_age_s=args.max_age)
+            print(f"{verdict.name}: {line}")
+            return int(verdict)
         print(status_mod.as_json(report) if args.json else status_mod.render(report))
         return EX_OK
     if args.command == "send-einvoice":

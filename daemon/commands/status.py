@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections import Counter
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from ..config import Config, Folder
 from ..flow.lifecycle import Bucket, einvoice_counts
 from ..journal import Journal, State
 from ..lock import holder
+from ..mover import SIDECAR_SUFFIX
 
 
 async def collect(cfg: Config) -> dict[str, Any]:
@@ -75,12 +78,27 @@ def _folder(folder: Folder, counts: Counter[tuple[Path, str]]) -> dict[str, Any]
         "available": available,
         "waiting": len(waiting),
         "queued": counts[(folder.inbox, State.QUEUED)] + counts[(folder.inbox, State.SENDING)],
-        "done": counts[(folder.done, State.DONE)],
-        "failed": counts[(folder.failed, State.FAILED)],
+        # Files as `ls` shows them (duplicates too), and the invoices they are.
+        "done": _files_in(folder.done),
+        "failed": _files_in(folder.failed),
+        "imported_invoices": counts[(folder.done, State.DONE)],
         "oldest_waiting": str(oldest[1]) if oldest else None,
         # ctime: when the file arrived here (a copy keeps an old mtime).
         "oldest_waiting_s": round(time.time() - oldest[0]) if oldest else None,
     }
+
+
+def _files_in(directory: Path) -> int:
+    """Files a person sees there: not the reports beside them, not hidden ones."""
+    try:
+        with os.scandir(directory) as entries:
+            return sum(
+                1 for e in entries
+                if not e.name.startswith(".") and not e.name.endswith(SIDECAR_SUFFIX)
+                and e.is_file(follow_symlinks=False)
+            )
+    except OSError:
+        return 0
 
 
 def render(status: dict[str, Any]) -> str:
@@ -94,7 +112,7 @@ def render(status: dict[str, Any]) -> str:
         age = f" (oldest: {f['oldest_waiting']}, {f['oldest_waiting_s']} s)" if f["waiting"] else ""
         lines.append(
             f"{f['inbox']} [{f['org']}]: {f['waiting']} waiting{age}, {f['queued']} queued, "
-            f"{f['done']} done, {f['failed']} failed"
+            f"{f['done']} done ({f['imported_invoices']} invoices), {f['failed']} failed"
             + ("" if f["available"] else " — the inbox cannot be listed")
         )
     for o in status["organizations"]:
@@ -115,3 +133,37 @@ def render(status: dict[str, Any]) -> str:
 
 def as_json(status: dict[str, Any]) -> str:
     return json.dumps(status, ensure_ascii=False)
+
+
+class Check(IntEnum):
+    """The monitoring-plugin convention (Nagios, Icinga, Zabbix, Checkmk...)."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+def check(status: dict[str, Any], *, max_age_s: float) -> tuple[Check, str]:
+    """`status --check`: one verdict and one line."""
+    if not status["running"]:
+        return Check.CRITICAL, "no daemon runs on this configuration"
+    warnings: list[str] = []
+    for o in status["organizations"]:
+        if o["paused"]:
+            warnings.append(f"{o['org']} paused ({o['paused_reason']})")
+        if o.get("unreachable_since"):
+            warnings.append(f"{o['org']}: Qonto unreachable since {o['unreachable_since']}")
+        held = o["einvoices"].get("held", 0)
+        if held:
+            warnings.append(f"{o['org']}: {held} e-invoice(s) held")
+    for f in status["folders"]:
+        if not f["available"]:
+            warnings.append(f"{f['inbox']} cannot be listed")
+        elif f["oldest_waiting_s"] is not None and f["oldest_waiting_s"] > max_age_s:
+            warnings.append(f"{f['oldest_waiting']} waiting for {f['oldest_waiting_s']} s")
+    waiting = sum(f["waiting"] for f in status["folders"])
+    done = sum(f["done"] for f in status["folders"])
+    if warnings:
+        return Check.WARNING, "; ".join(warnings)
+    return Check.OK, f"running (pid {status['pid']}), {waiting} waiting, {done} in done/"

@@ -128,3 +128,64 @@ async def test_check_config_as_the_service_user(ws: Workspace):
     assert code == 78, (out, err)
     assert "(as nobody)" in err and "inbox" in err
     assert nobody.pw_uid != 0
+
+
+async def test_status_check_speaks_the_monitoring_plugin_convention(ws: Workspace, qonto):
+    from helpers import daemon, finish, seen, wait_for
+
+    emulator, url = qonto
+    toml = ws.write_toml(url)
+    code, out, _ = await run_cli("status", "--check", "--config", str(toml))
+    assert code == 2 and out.startswith("CRITICAL: ") and len(out.splitlines()) == 1
+    log = ws.root / "daemon.log"
+    proc = await daemon(toml, log)
+    try:
+        await wait_for(lambda: seen(log, "daemon_started"), what="the start", timeout_s=60)
+        code, out, _ = await run_cli("status", "--check", "--config", str(toml))
+        assert code == 0 and out.startswith("OK: running")
+        (ws.inbox / "stuck.pdf").write_bytes(b"%PDF-1.7 never finished")  # waits for its writer
+        code, out, _ = await run_cli("status", "--check", "--max-age", "0", "--config",
+                                     str(toml))
+        assert code == 1 and out.startswith("WARNING: ") and "stuck.pdf" in out
+        emulator.faults.unauthorized = True
+        ws.invoice("a.pdf")
+        await wait_for(lambda: seen(log, "org_paused"), what="a pause", timeout_s=60)
+        code, out, _ = await run_cli("status", "--check", "--config", str(toml))
+        assert code == 1 and "paused" in out
+    finally:
+        proc.terminate()
+        await finish(proc)
+    (ws.root / "bad.toml").write_text("[qonto\n", encoding="utf-8")
+    code, out, _ = await run_cli("status", "--check", "--config", str(ws.root / "bad.toml"))
+    assert code == 3 and out.startswith("UNKNOWN: ")
+
+
+async def test_status_counts_files_as_ls_sees_them(ws: Workspace, qonto):
+    _, url = qonto
+    first = ws.invoice("a.pdf")
+    data = first.read_bytes()
+    for copy in ("a (1).pdf", "a (2).pdf"):
+        (ws.inbox / copy).write_bytes(data)
+    (ws.inbox / "bad.pdf").write_text("not a pdf")
+    toml = ws.write_toml(url)
+    assert (await run_cli("run", "--once", "--config", str(toml)))[0] == 1
+    code, out, _ = await run_cli("status", "--json", "--config", str(toml))
+    (folder,) = json.loads(out)["folders"]
+    assert (folder["done"], folder["imported_invoices"], folder["failed"]) == (3, 1, 1)
+
+
+async def test_status_piped_into_head_ends_quietly(ws: Workspace, qonto):
+    import asyncio
+    import os
+    import sys
+
+    _, url = qonto
+    toml = ws.write_toml(url)
+    proc = await asyncio.create_subprocess_shell(
+        # The reader is gone before the first line is written.
+        f"'{sys.executable}' -m daemon status --config '{toml}' | head -c 0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **ENV},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err
