@@ -50,6 +50,8 @@ async def collect(cfg: Config) -> dict[str, Any]:
                 "last_success_at": orgs.get(org.key, {}).get("last_success_at"),
                 "last_error": orgs.get(org.key, {}).get("last_error"),
                 "last_error_at": orgs.get(org.key, {}).get("last_error_at"),
+                # Set by the daemon after [log] unreachable_alert_seconds without an answer.
+                "unreachable_since": orgs.get(org.key, {}).get("unreachable_since"),
                 # waiting (to be sent), held (for the organization or the client),
                 # submitted, delivered (202 or later), action_needed (207, 208), refused
                 # (refused, rejected or failed).

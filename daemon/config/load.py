@@ -89,8 +89,8 @@ def from_dict(
     validation = attempt(lambda: _validation(raw), ValidationConfig())
     einvoicing = attempt(lambda: _einvoicing(raw), EinvoicingConfig())
     grace_s = attempt(lambda: _service(raw), 20.0)
-    log_format, log_level, heartbeat_s = attempt(
-        lambda: _log(raw), (LogFormat.AUTO, "info", 300.0)
+    log_format, log_level, heartbeat_s, unreachable_s = attempt(
+        lambda: _log(raw), (LogFormat.AUTO, "info", 300.0, 900.0)
     )
     no_folders: tuple[Folder, ...] = ()
     folders = attempt(
@@ -118,6 +118,7 @@ def from_dict(
         log_format=log_format,
         log_level=log_level,
         heartbeat_s=heartbeat_s,
+        unreachable_alert_s=unreachable_s,
         notes=tuple(notes),
     )
 
@@ -236,7 +237,7 @@ def _service(raw: Mapping[str, Any]) -> float:
     return grace_s
 
 
-def _log(raw: Mapping[str, Any]) -> tuple[LogFormat, str, float]:
+def _log(raw: Mapping[str, Any]) -> tuple[LogFormat, str, float, float]:
     log = section(raw, "log")
     fmt = log.get("format", str, LogFormat.AUTO)
     if fmt not in tuple(LogFormat):
@@ -249,8 +250,9 @@ def _log(raw: Mapping[str, Any]) -> tuple[LogFormat, str, float]:
         )
         level = "info"
     heartbeat_s = log.positive("heartbeat_seconds", float, 300.0)
+    unreachable_s = log.positive("unreachable_alert_seconds", float, 900.0)
     log.finish()
-    return LogFormat(fmt), level, heartbeat_s
+    return LogFormat(fmt), level, heartbeat_s, unreachable_s
 
 
 def _folders(

@@ -162,6 +162,7 @@ class Config:
     log_format: LogFormat = LogFormat.AUTO
     log_level: str = "info"
     heartbeat_s: float = 300.0
+    unreachable_alert_s: float = 900.0  # without an answer from Qonto while files wait
     notes: tuple[str, ...] = ()  # warnings about a configuration that loads all the same
 
     def secret_values(self) -> list[str]:

@@ -9,7 +9,9 @@ that ask for an e-invoice wake the organization's e-invoicing.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
@@ -90,12 +92,20 @@ class Org:
         settings: UploadConfig,
         *,
         give_up_on_auth: bool = False,
+        unreachable_alert_s: float = 900.0,
+        base_url: str = "",
         clock: Clock = MONOTONIC,
     ) -> None:
         self.key = key
         self.client = client
         self._journal = journal
-        self._give_up_on_auth = give_up_on_auth
+        self._give_up_on_auth = give_up_on_auth  # `run --once`: never wait a pause out
+        self._alert_s = unreachable_alert_s
+        self._base_url = base_url
+        self._clock = clock
+        self._failing_since: float | None = None  # the first unanswered request since
+        self._answered_once = False
+        self.unreachable = False  # said so (qonto_unreachable) and not answered since
         self.gate = AuthGate(settings.auth_pause_initial_s, settings.auth_pause_max_s, clock)
         self.gave_up = False
         # Set when an import asks for an e-invoice: e-invoicing looks at once.
@@ -104,6 +114,41 @@ class Org:
     @property
     def paused(self) -> bool:
         return self.gate.paused or self.gave_up
+
+    async def answered(self) -> None:
+        """Qonto answered a request (an import, or a refusal of one)."""
+        self._answered_once = True
+        if self._failing_since is None:
+            return
+        down_s = self._clock() - self._failing_since
+        self._failing_since = None
+        if self.unreachable:
+            self.unreachable = False
+            log.info("qonto_reachable", org=self.key, unreachable_for_s=round(down_s))
+
+    async def unanswered(self, error: str) -> None:
+        """A request got no answer that counts (network, 5xx, 429...). After
+        `unreachable_alert_s` of these while files wait, one error line; with `run
+        --once`, the files are left for the next run."""
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        if self.unreachable or now - self._failing_since < self._alert_s:
+            return
+        self.unreachable = True
+        since = datetime.fromtimestamp(
+            time.time() - (now - self._failing_since), UTC
+        ).isoformat(timespec="seconds")
+        hint = (
+            f"no request to {self._base_url} has succeeded since the start: check [qonto] "
+            "base_url, the network and the firewall" if not self._answered_once
+            else "Qonto or the network does not answer; the files wait and are sent when it "
+            "is back"
+        )
+        log.error("qonto_unreachable", org=self.key, since=since, last_error=error, hint=hint)
+        await self._journal.note_org(self.key, unreachable_since=since)
+        if self._give_up_on_auth:
+            self.gave_up = True
 
     async def refused(self, exc: AuthProblem) -> None:
         """A 401/403: note it for `status`, then hold the organization (uploads and

@@ -69,6 +69,7 @@ class Pipeline:
                     limiter,
                 ),
                 journal, cfg.upload, give_up_on_auth=once,
+                unreachable_alert_s=cfg.unreachable_alert_s, base_url=org.base_url,
             )
             for org in cfg.organizations
         }
@@ -103,7 +104,7 @@ class Pipeline:
         )
         self.progress = Progress(
             books=self.books, settler=self.settler, settled=self.settled, intake=self.intake,
-            uploads=self.uploads, notify=notify, heartbeat_s=cfg.heartbeat_s,
+            uploads=self.uploads, orgs=self.orgs, notify=notify, heartbeat_s=cfg.heartbeat_s,
             intervals=intervals,
         )
 

@@ -13,6 +13,7 @@ from ..notify import Notifier
 from ..timing import DEFAULT, MONOTONIC, Clock, Intervals
 from .books import Books
 from .intake import Intake
+from .orgs import Org
 from .settle import Settled, Settler
 from .upload import OrgUploader
 
@@ -28,6 +29,7 @@ class Progress:
         settled: Settled,
         intake: Intake,
         uploads: Mapping[str, OrgUploader],
+        orgs: Mapping[str, Org],
         notify: Notifier,
         heartbeat_s: float,
         intervals: Intervals = DEFAULT,
@@ -38,6 +40,7 @@ class Progress:
         self._settled = settled
         self._intake = intake
         self._uploads = uploads
+        self._orgs = orgs
         self._notify = notify
         self._heartbeat_s = heartbeat_s
         self._intervals = intervals
@@ -57,6 +60,7 @@ class Progress:
             "failed": self._books.counts.failed,
             "oldest_waiting_s": None if oldest is None else round(now - oldest, 1),
             "paused": sorted(up.org for up in self._uploads.values() if up.paused),
+            "unreachable": sorted(key for key, org in self._orgs.items() if org.unreachable),
         }
 
     def line(self) -> str:
@@ -65,6 +69,8 @@ class Progress:
         line += f", {p['failed']:,} failed since start"
         if p["paused"]:
             line += "; paused: " + ", ".join(p["paused"])
+        if p["unreachable"]:
+            line += "; Qonto unreachable: " + ", ".join(p["unreachable"])
         return line
 
     def status(self) -> None:
@@ -81,10 +87,18 @@ class Progress:
         )
 
     async def loop(self, stopping: asyncio.Event) -> None:
-        """STATUS= every few seconds; a heartbeat line every `heartbeat_s`."""
-        next_beat = self._clock() + self._heartbeat_s
-        while not await wait_event(stopping, self._intervals.status_s):
-            self._notify.status(self.line())
-            if self._clock() >= next_beat:
-                next_beat = self._clock() + self._heartbeat_s
+        """STATUS= every few seconds; a heartbeat line every `heartbeat_s` (a second
+        or more: each comes on time, not at the next STATUS=)."""
+        next_status = next_beat = self._clock()
+        next_beat += self._heartbeat_s
+        while True:
+            wait_s = max(0.0, min(next_status, next_beat) - self._clock())
+            if await wait_event(stopping, wait_s):
+                return
+            now = self._clock()
+            if now >= next_status:
+                next_status = now + self._intervals.status_s
+                self._notify.status(self.line())
+            if now >= next_beat:
+                next_beat = now + self._heartbeat_s
                 log.info("heartbeat", **self.figures())

@@ -220,6 +220,7 @@ class OrgUploader:
                     self.org, [p.sha256 for p in batch], str(exc), exc.trace_id
                 )
                 await self._journal.note_org(self.org, error=str(exc))
+                await self._org.unanswered(str(exc))
                 if await wait_event(self._stopping, delay_s):
                     self._leave(batch)
                     return
@@ -231,6 +232,7 @@ class OrgUploader:
                 await self._org.refused(exc)
                 continue
             except (Rejected, Unmatched) as exc:
+                await self._org.answered()
                 if len(batch) > 1:
                     await self._split(batch, exc, bound)
                     return
@@ -239,6 +241,7 @@ class OrgUploader:
                     return
                 raise AssertionError("a one-file answer always matches") from exc
             self._org.gate.succeeded()
+            await self._org.answered()
             del uploads  # the bytes sent are not needed any more
             # The answer is in: it is recorded even if a stop cancels this delivery,
             # and filing it does not keep the next request waiting.

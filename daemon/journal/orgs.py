@@ -17,6 +17,7 @@ class Organizations(Store):
         reason: str | None = None,
         success: bool = False,
         error: str | None = None,
+        unreachable_since: str | None = None,
     ) -> None:
         """What `status` shows of an organization: paused and why, last success, last error.
 
@@ -26,9 +27,11 @@ class Organizations(Store):
         await self._write(lambda: self._db.execute(
             """
             INSERT INTO organizations (org, paused, paused_reason, last_success_at, last_error,
-                                       last_error_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?)
+                                       last_error_at, unreachable_since, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (org) DO UPDATE SET
+                unreachable_since = CASE WHEN excluded.last_success_at IS NOT NULL THEN NULL
+                    ELSE COALESCE(excluded.unreachable_since, unreachable_since) END,
                 paused = COALESCE(excluded.paused, paused),
                 paused_reason = CASE WHEN excluded.paused IS NULL THEN paused_reason
                                      ELSE excluded.paused_reason END,
@@ -38,7 +41,7 @@ class Organizations(Store):
                 updated_at = excluded.updated_at
             """,
             (org, None if paused is None else int(paused), reason if paused else None,
-             now if success else None, error, now if error else None, now),
+             now if success else None, error, now if error else None, unreachable_since, now),
         ), wait=False)
 
     async def organizations(self) -> dict[str, dict[str, object]]:
@@ -52,6 +55,9 @@ class Organizations(Store):
                 "paused": bool(r["paused"]), "paused_reason": r["paused_reason"],
                 "last_success_at": r["last_success_at"], "last_error": r["last_error"],
                 "last_error_at": r["last_error_at"],
+                "unreachable_since": (
+                    r["unreachable_since"] if "unreachable_since" in r.keys() else None  # noqa: SIM118
+                ),
             }
             for r in rows
         }

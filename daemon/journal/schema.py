@@ -81,13 +81,15 @@ CREATE INDEX IF NOT EXISTS einvoices_sha256 ON einvoices (org, sha256);
 
 # 4: e-invoices as Qonto answers: each lifecycle event an object with its own time
 # and reason; an e-invoice held (for its organization or its client); the file an
-# e-invoice was asked for; Qonto's trace_id with the last error.
+# e-invoice was asked for; Qonto's trace_id with the last error; since when an
+# organization's Qonto has not answered (for `status --check`).
 MIGRATE_TO_4 = """
 ALTER TABLE einvoices ADD COLUMN held_for TEXT;
 ALTER TABLE einvoices ADD COLUMN client_id TEXT;
 ALTER TABLE einvoices ADD COLUMN path BLOB;
 ALTER TABLE einvoices ADD COLUMN trace_id TEXT;
 ALTER TABLE invoices ADD COLUMN trace_id TEXT;
+ALTER TABLE organizations ADD COLUMN unreachable_since TEXT;
 """
 
 # PRAGMA user_version. 0: 0.1.0's unversioned journal (the v1 tables); 1: versioned;

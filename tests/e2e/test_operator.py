@@ -189,3 +189,20 @@ async def test_status_piped_into_head_ends_quietly(ws: Workspace, qonto):
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert b"Traceback" not in err and b"BrokenPipe" not in err, err
+
+
+async def test_a_wrong_base_url_is_one_error_and_run_once_gives_up(ws: Workspace):
+    import socket
+
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ws.invoice("a.pdf")
+    toml = ws.write_toml(f"http://127.0.0.1:{port}", log={"unreachable_alert_seconds": 1.0})
+    code, out, err = await run_cli("run", "--once", "--config", str(toml))
+    assert code == 1, err
+    lines = json_lines(out)
+    (alert,) = [e for e in lines if e["event"] == "qonto_unreachable"]
+    assert alert["level"] == "error" and "base_url" in alert["hint"] and alert["last_error"]
+    assert str(port) in alert["hint"]
+    assert (ws.inbox / "a.pdf").exists()  # left for the next run

@@ -509,3 +509,33 @@ async def test_a_lone_file_never_waits_for_the_linger_when_a_slot_is_free(ws, qo
     await wait_for(lambda: "next.pdf" in names(ws.done), what="next.pdf in done/")
     assert [len(n) for _, _, n in emulator.log] == [1, 1]
     assert await running.stop() == 0
+
+
+async def test_a_long_outage_is_one_error_then_one_line_when_qonto_is_back(
+    ws, qonto, start, _logs
+):
+    emulator, url = qonto
+    emulator.faults.server_error = 1.0
+    running = await start(ws.config(url, log={"unreachable_alert_seconds": 0.5}))
+    ws.invoice("a.pdf")
+    await wait_for(lambda: events(_logs, "qonto_unreachable"), what="the alert")
+    (alert,) = events(_logs, "qonto_unreachable")
+    assert alert["org"] == LOGIN and alert["since"] and alert["last_error"]
+    assert alert["log_level"] == "error" and url in alert["hint"]  # never answered yet
+    emulator.faults.server_error = 0.0
+    await wait_for(lambda: "a.pdf" in names(ws.done), what="a.pdf imported once Qonto is back")
+    await wait_for(lambda: events(_logs, "qonto_reachable"), what="the all-clear")
+    assert len(events(_logs, "qonto_unreachable")) == 1  # said once for the outage
+    assert await running.stop() == 0
+
+
+async def test_a_heartbeat_of_one_second_comes_every_second(ws, qonto, start, _logs):
+    from daemon.timing import Intervals
+
+    _, url = qonto
+    # STATUS= every 5 s, as in production: the heartbeat keeps its own time.
+    running = await start(ws.config(url, log={"heartbeat_seconds": 1.0}),
+                          intervals=Intervals(status_s=5.0))
+    await wait_for(lambda: len(events(_logs, "heartbeat")) >= 3, timeout_s=4.5,
+                   what="three beats before the first STATUS= interval is over")
+    assert await running.stop() == 0
