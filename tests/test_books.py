@@ -137,3 +137,16 @@ def test_later_holds_the_file_until_its_time(parts):
     assert A in settler
     assert settler.settled(clock() + 29) == []
     assert [s.path for s in settler.settled(clock() + 30)] == [A]
+
+
+def test_left_counts_files_not_the_times_they_were_left(parts):
+    books, _, _, clock = parts
+    for _ in range(3):  # unreadable at each scan: left each time
+        books.consider(Seen(A, ID), clock())
+        books.finish(A, Outcome.LEFT)
+    books.consider(Seen(B, ID), clock())
+    books.finish(B, Outcome.LEFT)
+    assert books.counts.left == 2
+    books.consider(Seen(A, ID), clock())
+    books.finish(A, Outcome.IMPORTED)  # readable at last: it is not waiting any more
+    assert books.counts.left == 1 and books.counts.imported == 1

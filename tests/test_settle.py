@@ -127,3 +127,15 @@ async def test_the_settle_loop_hands_out_still_files_and_lets_vanished_ones_go(t
     finally:
         stopping.set()
         await asyncio.wait_for(loop, 5)
+
+
+def test_a_restart_does_not_give_a_half_written_file_more_time():
+    unfinished = Unfinished(fail_s=600.0, recheck_s=5.0)
+    path = Path("/in/a.pdf")
+    # Found incomplete just after a restart; by its ctime it has not changed for 590 s.
+    first, waited_s = unfinished.note(path, ID, 1000.0, unchanged_s=590.0)
+    assert first and waited_s == 590.0
+    assert unfinished.next_look(path, 1000.0) == 1005.0
+    assert unfinished.note(path, ID, 1010.0) == (False, 600.0)  # judged now, not in 10 min
+    # A share's clock far off says nothing beyond the limit.
+    assert unfinished.note(Path("/in/b.pdf"), ID, 0.0, unchanged_s=1e9) == (True, 600.0)

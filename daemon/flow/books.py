@@ -9,7 +9,7 @@ settling from here, so no later stage reaches back into an earlier one.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -44,12 +44,17 @@ class Forgetting(Protocol):
 
 @dataclass
 class Counts:
-    """Since start: files that reached done/ or failed/, and files left where they were."""
+    """Since start: files that reached done/ or failed/, and files left where they are
+    now (each counted once, however often it was looked at)."""
 
     imported: int = 0
     duplicates: int = 0
     failed: int = 0
-    left: int = 0
+    left_files: set[Path] = field(default_factory=set)
+
+    @property
+    def left(self) -> int:
+        return len(self.left_files)
 
     @property
     def done(self) -> int:
@@ -137,9 +142,12 @@ class Books:
             case Outcome.FAILED:
                 self.counts.failed += known
             case Outcome.LEFT:
-                self.counts.left += known
+                if known:
+                    self.counts.left_files.add(path)
             case Outcome.KEPT | Outcome.GONE:
                 pass
+        if outcome is not Outcome.LEFT:
+            self.counts.left_files.discard(path)  # it went somewhere after all
         self._in_hand.discard(path)
         self._settling.forget(path)
         self._release_twins(path, left=outcome is Outcome.LEFT)

@@ -10,6 +10,7 @@ same invoice number twice) are taken one at a time. Every file ends in one
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,7 +320,9 @@ class Intake:
         """A file that held still but is not whole: wait for its writer, then give up."""
         assert found.kind is not None
         now = self._clock()
-        first, waited_s = self._unfinished.note(path, found.identity, now)
+        # Unchanged since its ctime: a restart does not give a half-written file more time.
+        unchanged_s = time.time() - found.identity.ctime_ns / 1e9
+        first, waited_s = self._unfinished.note(path, found.identity, now, unchanged_s=unchanged_s)
         if first:
             log.info(
                 "file_incomplete", path=path, sha256=found.sha256, org=folder.org.key,

@@ -140,12 +140,20 @@ class Unfinished:
             return False
         return now - short.since < self.fail_s
 
-    def note(self, path: Path, identity: Identity, now: float) -> tuple[bool, float]:
-        """Record that the file is incomplete; (first time in this state, seconds waited)."""
+    def note(
+        self, path: Path, identity: Identity, now: float, *, unchanged_s: float = 0.0
+    ) -> tuple[bool, float]:
+        """Record that the file is incomplete; (first time in this state, seconds waited).
+
+        `unchanged_s`: how long the file has not changed by its own ctime, so that a
+        restart does not start its clock again (at most `fail_s` is believed: a
+        share's clock may be off).
+        """
         short = self._files.get(path)
         if short is None or short.identity != identity:
-            self._files[path] = _Short(identity, now)
-            return True, 0.0
+            waited_s = min(max(unchanged_s, 0.0), self.fail_s)
+            self._files[path] = _Short(identity, now - waited_s)
+            return True, waited_s
         return False, now - short.since
 
     def next_look(self, path: Path, now: float) -> float:

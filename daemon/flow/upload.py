@@ -47,6 +47,8 @@ from .records import Content, Outcome, Pending
 
 log = structlog.get_logger()
 _batch_ids = itertools.count(1)
+# Batch ids name the run too, so that they stay unique across restarts in the logs.
+_RUN = time.strftime("%y%m%d%H%M%S")
 
 
 class OrgUploader:
@@ -185,7 +187,7 @@ class OrgUploader:
     async def _deliver(self, batch: list[Pending]) -> None:
         """Send until every file of the batch is imported, failed, or left for later."""
         attempt = 0
-        batch_id = f"{self.org}-{next(_batch_ids)}"
+        batch_id = f"{self.org}-{_RUN}-{next(_batch_ids)}"
         bound = log.bind(batch_id=batch_id, org=self.org)
         while True:
             if self._org.gave_up or self._stopping.is_set():

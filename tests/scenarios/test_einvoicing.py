@@ -266,7 +266,7 @@ async def test_content_imported_elsewhere_is_e_invoiced_from_an_e_invoicing_fold
     (ws.inbox / "again.pdf").write_bytes((plain_inbox / "done" / first.name).read_bytes())
     (ws.inbox / "scan.png").write_bytes(tiny_png())
     await wait_for(lambda: events(_logs, "einvoice_submitted"), what="the e-invoice")
-    await wait_for(lambda: "scan.png" in names(ws.failed), what="the PNG refused")
+    await wait_for(lambda: "scan.png.error.json" in names(ws.failed), what="the PNG refused")
     (dup,) = [e for e in events(_logs, "file_duplicate") if e["path"].name == "again.pdf"]
     assert dup["einvoice"] == "requested"
     report = json.loads((ws.failed / "scan.png.error.json").read_text())

@@ -49,10 +49,11 @@ async def test_a_file_that_stays_incomplete_fails_as_truncated(ws, qonto, start,
     ws.invoice("fine.pdf")
     cfg = ws.config(url, watch={"settle_seconds": 0.1, "incomplete_fail_seconds": 1.0})
     running = await start(cfg)
-    await wait_for(lambda: "cut.pdf" in names(ws.failed), what="cut.pdf in failed/")
+    await wait_for(lambda: "cut.pdf.error.json" in names(ws.failed), what="cut.pdf failed")
     report = json.loads((ws.failed / "cut.pdf.error.json").read_text())
     assert report["reason"] == "truncated" and "%%EOF" in report["detail"]
-    assert names(ws.done) == {"fine.pdf"} and len(emulator.invoices_of(LOGIN)) == 1
+    await wait_for(lambda: names(ws.done) == {"fine.pdf"}, what="fine.pdf imported")
+    assert len(emulator.invoices_of(LOGIN)) == 1
     assert len(events(_logs, "file_incomplete")) == 1  # said once, not at every look
     assert await running.stop() == 0
 
