@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.flow.books import Books
+from daemon.flow.books import Books, Why
 from daemon.flow.records import Outcome
 from daemon.flow.settle import Settler, Unfinished
 from daemon.identity import Identity, Seen
@@ -133,7 +133,7 @@ def test_later_holds_the_file_until_its_time(parts):
     books, settler, _, clock = parts
     books.consider(Seen(A, ID), clock())
     settler.settled(clock() + 5)
-    books.later(Seen(A, ID), clock() + 30)
+    books.later(Seen(A, ID), clock() + 30, Why.INCOMPLETE)
     assert A in settler
     assert settler.settled(clock() + 29) == []
     assert [s.path for s in settler.settled(clock() + 30)] == [A]
@@ -150,3 +150,28 @@ def test_left_counts_files_not_the_times_they_were_left(parts):
     books.consider(Seen(A, ID), clock())
     books.finish(A, Outcome.IMPORTED)  # readable at last: it is not waiting any more
     assert books.counts.left == 1 and books.counts.imported == 1
+
+
+def test_every_file_waiting_is_counted_with_its_age_and_why(parts):
+    from daemon.flow.books import Why
+
+    books, settler, _, clock = parts
+    books.consider(Seen(A, ID), 100.0)
+    books.consider(Seen(B, ID), 150.0)
+    books.consider(Seen(C, ID), 160.0)
+    books.waits(B, Why.SENDING)  # in a request: not waiting
+    books.waits(C, Why.QUEUED)
+    books.later(Seen(A, ID), 300.0, Why.INCOMPLETE)
+    waiting = books.waiting(200.0)
+    assert (waiting.files, waiting.oldest_s, waiting.oldest_why) == (2, 100.0, Why.INCOMPLETE)
+    assert waiting.by_why == {"incomplete": 1, "queued": 1}
+    # Unreadable: left in its inbox, it still waits, and keeps its age across scans.
+    books.waits(A, Why.UNREADABLE)
+    books.finish(A, Outcome.LEFT)
+    books.consider(Seen(A, ID), 250.0)
+    books.waits(A, Why.UNREADABLE)
+    books.finish(A, Outcome.LEFT)
+    assert books.waiting(260.0).oldest_s == 160.0
+    assert books.waiting(260.0).oldest_why == Why.UNREADABLE
+    books.listed({B, C})  # a person removed it: it waits no more
+    assert books.waiting(260.0).files == 1 and books.counts.left == 0

@@ -106,11 +106,11 @@ async def test_a_rescan_asked_for_during_a_listing_gets_a_listing_of_its_own(ws)
     listings: list[Path] = []
 
     class Listing(Discovery):
-        async def scan(self, folder: Any) -> bool:
+        async def scan(self, folder: Any, present: Any = None) -> bool:
             listings.append(folder.inbox)
             if len(listings) == 1:
                 self.rescan()  # asked for while this listing runs
-            return await super().scan(folder)
+            return await super().scan(folder, present)
 
     discovery = Listing(
         cfg, books, stopping, intervals=Intervals(watcher_start_s=0.0, rescan_gap_s=0.05)

@@ -162,7 +162,7 @@ def check(status: dict[str, Any], *, max_age_s: float) -> tuple[Check, str]:
     for f in status["folders"]:
         if not f["available"]:
             warnings.append(f"{f['inbox']} cannot be listed")
-        elif f["oldest_waiting_s"] is not None and f["oldest_waiting_s"] > max_age_s:
+        elif f["oldest_waiting_s"] is not None and f["oldest_waiting_s"] >= max_age_s:
             warnings.append(f"{f['oldest_waiting']} waiting for {f['oldest_waiting_s']} s")
     waiting = sum(f["waiting"] for f in status["folders"])
     done = sum(f["done"] for f in status["folders"])

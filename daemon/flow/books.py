@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +21,31 @@ from ..timing import MONOTONIC, Clock
 from .records import Outcome, Seen
 
 log = structlog.get_logger()
+
+
+class Why(StrEnum):
+    """Why a file in the daemon's hands (or left in its inbox) is not done yet."""
+
+    SETTLING = "settling"  # being written, or not yet still for settle_seconds
+    INCOMPLETE = "incomplete"  # still, but not whole: its writer may come back
+    NO_PARSER = "no_parser"  # no parser process could start
+    QUEUED = "queued"  # checked, waiting for a request
+    TWIN = "twin"  # the same content is on its way from another file
+    SENDING = "sending"  # in a request now
+    RETRYING = "retrying"  # Qonto did not answer; sent again after a wait
+    PAUSED = "paused"  # its organization is paused (401/403)
+    UNREADABLE = "unreadable"  # cannot be opened: tried again at every scan
+    NOT_MOVED = "not_moved"  # filed in the journal, the move refused: tried again
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Files waiting for any reason: how many, the oldest's age and why, and per reason."""
+
+    files: int
+    oldest_s: float | None
+    oldest_why: Why | None
+    by_why: dict[str, int]
 
 
 class Tracking(Protocol):
@@ -74,6 +100,9 @@ class Books:
         # Files too large to copy into failed/, left in the inbox with their report.
         self._kept: dict[Path, Identity] = {}
         self._warned: dict[Path, str] = {}
+        # Since when each file (in hand, or left in its inbox) waits, and why.
+        self._since: dict[Path, float] = {}
+        self._why: dict[Path, Why] = {}
         self.counts = Counts()
 
     def __contains__(self, path: object) -> bool:
@@ -94,15 +123,44 @@ class Books:
             self._settling.observe(seen, now)
         elif seen.path not in self._in_hand:
             self._in_hand.add(seen.path)
+            self._since.setdefault(seen.path, now)  # kept when it was left before
+            self._why[seen.path] = Why.SETTLING
             self._settling.observe(seen, now)
 
     def touched(self, path: Path, now: float) -> None:
         """A watcher event named the file: it is being written."""
         self._settling.touched(path, now)
 
-    def later(self, seen: Seen, until: float) -> None:
+    def later(self, seen: Seen, until: float, why: Why) -> None:
         """Look at the file again at `until` (incomplete, or no parser for now)."""
+        self._why[seen.path] = why
         self._settling.hold(seen, until)
+
+    def waits(self, path: Path, why: Why) -> None:
+        """What the file waits for now (a stage says so as it takes or leaves it)."""
+        if path in self._in_hand:
+            self._why[path] = why
+
+    def listed(self, present: set[Path]) -> None:
+        """A complete listing found these files: one left in its inbox and not among
+        them is gone (removed by a person), and waits no more."""
+        for path in [p for p in self._since if p not in self._in_hand and p not in present]:
+            del self._since[path]
+            self._why.pop(path, None)
+            self.counts.left_files.discard(path)
+
+    def waiting(self, now: float) -> Waiting:
+        """Every file not done yet, for whatever reason (files in a request aside)."""
+        waiting = [p for p in self._since if self._why.get(p) is not Why.SENDING]
+        by_why: dict[str, int] = {}
+        for path in waiting:
+            why = self._why.get(path, Why.SETTLING)
+            by_why[why] = by_why.get(why, 0) + 1
+        oldest = min(waiting, key=self._since.__getitem__, default=None)
+        if oldest is None:
+            return Waiting(0, None, None, by_why)
+        return Waiting(len(waiting), round(now - self._since[oldest], 1),
+                       self._why.get(oldest, Why.SETTLING), by_why)
 
     def twin(self, first: Path, path: Path) -> None:
         """`path` holds the content `first` is sending: it waits for `first` to finish."""
@@ -150,10 +208,15 @@ class Books:
             self.counts.left_files.discard(path)  # it went somewhere after all
         self._in_hand.discard(path)
         self._settling.forget(path)
+        if outcome is not Outcome.LEFT:  # a file left in its inbox still waits
+            self._since.pop(path, None)
+            self._why.pop(path, None)
         self._release_twins(path, left=outcome is Outcome.LEFT)
 
     def _recheck(self, path: Path) -> None:
         self._in_hand.add(path)
+        self._since.setdefault(path, self._clock())
+        self._why[path] = Why.SETTLING
         self._settling.track(path, self._clock())
 
     def _release_twins(self, path: Path, *, left: bool) -> None:

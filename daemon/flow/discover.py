@@ -59,8 +59,11 @@ class Discovery:
             # Cleared before listing: a request made during the listing gets its own.
             self._rescan_now.clear()
             began = self._listed_at = self._clock()
-            listed = [await self.scan(folder) for folder in self._config.folders]
-            if not all(listed):
+            present: set[Path] = set()
+            listed = [await self.scan(folder, present) for folder in self._config.folders]
+            if all(listed):
+                self._books.listed(present)
+            else:
                 self._listed_at = None  # an inbox was missed: it proves nothing
             ended = self._clock()
             self.listed_once.set()
@@ -76,8 +79,9 @@ class Discovery:
             if rest_s > 0:
                 await wait_event(self._stopping, rest_s)
 
-    async def scan(self, folder: Folder) -> bool:
-        """List one inbox; False when it could not be listed to the end."""
+    async def scan(self, folder: Folder, present: set[Path] | None = None) -> bool:
+        """List one inbox (its files join `present`); False when it could not be listed
+        to the end."""
         parts = watcher.scan_parts(folder.inbox)
         try:
             while (found := await asyncio.to_thread(next, parts, None)) is not None:
@@ -91,6 +95,8 @@ class Discovery:
                     )
                 for seen in found.files:
                     self._books.consider(seen, now)
+                if present is not None:
+                    present.update(seen.path for seen in found.files)
         except OSError as exc:
             if folder.inbox not in self._unavailable:
                 self._unavailable.add(folder.inbox)

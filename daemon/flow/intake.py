@@ -26,7 +26,7 @@ from ..parsers import ParserPool, ParserUnavailable
 from ..timing import DEFAULT, MONOTONIC, Clock, Intervals
 from . import examine
 from .batcher import Limits
-from .books import Books
+from .books import Books, Why
 from .decide import Decision, Verdict, decide
 from .filing import Filing
 from .orgs import Org
@@ -47,6 +47,7 @@ class Later:
 
     seen: Seen
     until: float
+    why: Why
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,8 @@ class Intake:
             match step:
                 case Outcome():
                     self._books.finish(seen.path, step)
-                case Later(seen=again, until=until):
-                    self._books.later(again, until)
+                case Later(seen=again, until=until, why=why):
+                    self._books.later(again, until, why)
                 case Queued():
                     pass
 
@@ -124,7 +125,7 @@ class Intake:
         name = qonto.upload_name(path.name)
         if self._unfinished.unchanged(seen, self._clock()):
             # Still incomplete, still the same: nothing to read.
-            return Later(seen, self._unfinished.next_look(path, self._clock()))
+            return Later(seen, self._unfinished.next_look(path, self._clock()), Why.INCOMPLETE)
         limit = min(self.config.upload.max_file_bytes, self._fits_request(name))
         if seen.identity.size > limit:
             return await self._too_large(folder, seen, name, limit)
@@ -138,7 +139,7 @@ class Intake:
             # Not the file's fault: it waits, and is looked at again in a while.
             log.error("parser_unavailable", path=path, error=str(exc),
                       hint="check memory and processes on this machine; the file waits")
-            return Later(seen, self._clock() + self._intervals.parser_retry_s)
+            return Later(seen, self._clock() + self._intervals.parser_retry_s, Why.NO_PARSER)
         if parsed is None:
             return Outcome.LEFT  # the daemon stops: the file is read at the next start
         invoice, unreadable = parsed
@@ -165,6 +166,7 @@ class Intake:
                 path, "file_unreadable", exc.strerror or str(exc),
                 hint="check the file's permissions; it is tried again at the next scan",
             )
+            self._books.waits(path, Why.UNREADABLE)
             return Outcome.LEFT
         if content.identity != seen.identity:
             return Outcome.CHANGED  # written to again: settle afresh
@@ -214,6 +216,7 @@ class Intake:
                 case Verdict.TWIN:
                     assert decision.record is not None
                     self._books.twin(decision.record.path, path)
+                    self._books.waits(path, Why.TWIN)
                     log.info("file_queued", path=path, sha256=found.sha256, org=folder.org.key,
                              twin_of=decision.record.path)
                     return Queued()
@@ -267,6 +270,7 @@ class Intake:
             number=invoice.number if invoice else None,
         )
         content_type = found.kind.content_type
+        self._books.waits(path, Why.QUEUED)
         self._uploads[org].add(Pending(
             folder=folder,
             path=path,
@@ -295,7 +299,7 @@ class Intake:
             recovered=recovered, invoice=invoice,
         )
         # Not moved: the rejection is recorded; the next scan moves it, never sends it.
-        return Outcome.FAILED if dest is not None else Outcome.LEFT
+        return self._filed(path, dest, Outcome.FAILED)
 
     async def _too_large(self, folder: Folder, seen: Seen, name: str, limit: int) -> Outcome:
         """Judged from its size alone: a 10 GB file is never read, nor hashed (nor copied)."""
@@ -312,7 +316,7 @@ class Intake:
             return Outcome.CHANGED
         if dest == seen.path:
             self._books.keep(seen.path, seen.identity)
-        return Outcome.FAILED if dest is not None else Outcome.LEFT
+        return self._filed(seen.path, dest, Outcome.FAILED)
 
     async def _incomplete(
         self, folder: Folder, path: Path, found: Inspection, name: str
@@ -336,7 +340,9 @@ class Intake:
         if waited_s >= self._unfinished.fail_s:
             problem = examine.truncated(found.kind, waited_s)
             return await self._fail(folder, path, found, name, problem)
-        return Later(Seen(path, found.identity), self._unfinished.next_look(path, now))
+        return Later(
+            Seen(path, found.identity), self._unfinished.next_look(path, now), Why.INCOMPLETE
+        )
 
     def _fits_request(self, name: str) -> int:
         """The largest file that fits in one request under this name."""
@@ -372,4 +378,11 @@ class Intake:
                 folder, path, found.sha256, invoice_id, expect=found.identity,
                 event="file_duplicate", duplicate_of=str(known_path), einvoice=asked,
             )
-        return Outcome.DUPLICATE if dest is not None else Outcome.LEFT
+        return self._filed(path, dest, Outcome.DUPLICATE)
+
+    def _filed(self, path: Path, dest: Path | None, outcome: Outcome) -> Outcome:
+        """`outcome` when the file was moved; else it waits in its inbox for the next scan."""
+        if dest is not None:
+            return outcome
+        self._books.waits(path, Why.NOT_MOVED)
+        return Outcome.LEFT

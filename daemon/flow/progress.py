@@ -47,18 +47,16 @@ class Progress:
         self._clock = clock
 
     def figures(self) -> dict[str, Any]:
-        """For STATUS= and the heartbeat."""
-        now = self._clock()
-        oldest = min(
-            (t for up in self._uploads.values() if (t := up.oldest_queued_at) is not None),
-            default=None,
-        )
+        """For STATUS= and the heartbeat: every file waiting, for whatever reason."""
+        waiting = self._books.waiting(self._clock())
         return {
-            "waiting": sum(up.waiting for up in self._uploads.values()),
+            "waiting": waiting.files,
+            "waiting_why": waiting.by_why,
             "in_flight": sum(up.sending for up in self._uploads.values()),
             "done": self._books.counts.done,
             "failed": self._books.counts.failed,
-            "oldest_waiting_s": None if oldest is None else round(now - oldest, 1),
+            "oldest_waiting_s": waiting.oldest_s,
+            "oldest_waiting_why": waiting.oldest_why,
             "paused": sorted(up.org for up in self._uploads.values() if up.paused),
             "unreachable": sorted(key for key, org in self._orgs.items() if org.unreachable),
         }
@@ -66,6 +64,8 @@ class Progress:
     def line(self) -> str:
         p = self.figures()
         line = f"{p['waiting']:,} waiting, {p['in_flight']:,} uploading, {p['done']:,} imported"
+        if p["oldest_waiting_s"] is not None:
+            line += f" (oldest {p['oldest_waiting_s']:.0f} s, {p['oldest_waiting_why']})"
         line += f", {p['failed']:,} failed since start"
         if p["paused"]:
             line += "; paused: " + ", ".join(p["paused"])
@@ -81,6 +81,8 @@ class Progress:
             queued_for_inspection=len(self._settled),
             inspecting=self._intake.examining,
             waiting={up.org: up.waiting for up in self._uploads.values()},
+            waiting_files=self._books.waiting(self._clock()).files,
+            waiting_why=self._books.waiting(self._clock()).by_why,
             sending={up.org: up.sending for up in self._uploads.values()},
             failed=self._books.counts.failed,
             left_waiting=self._books.counts.left,

@@ -39,7 +39,7 @@ from ..errors import (
 from ..journal import Journal
 from ..qonto import Slots, Upload
 from . import batcher
-from .books import Books
+from .books import Books, Why
 from .examine import read_regular
 from .filing import Filing
 from .orgs import Org
@@ -193,13 +193,16 @@ class OrgUploader:
             if self._org.gave_up or self._stopping.is_set():
                 self._leave(batch)
                 return
-            if self._org.gate.paused and not await self._org.gate.wait_open(self._stopping):
-                self._leave(batch)
-                return
+            if self._org.gate.paused:
+                self._note(batch, Why.PAUSED)
+                if not await self._org.gate.wait_open(self._stopping):
+                    self._leave(batch)
+                    return
             batch, uploads = await self._read_again(batch)
             if not batch:
                 return
             await self._journal.mark_sending(self.org, [p.sha256 for p in batch])
+            self._note(batch, Why.SENDING)
             try:
                 async with self._slots.hold():
                     started = time.monotonic()
@@ -223,6 +226,7 @@ class OrgUploader:
                 )
                 await self._journal.note_org(self.org, error=str(exc))
                 await self._org.unanswered(str(exc))
+                self._note(batch, Why.RETRYING)
                 if await wait_event(self._stopping, delay_s):
                     self._leave(batch)
                     return
@@ -295,7 +299,13 @@ class OrgUploader:
         except FileChanged:
             self._books.finish(pending.path, Outcome.CHANGED)
             return
+        if dest is None:
+            self._books.waits(pending.path, Why.NOT_MOVED)
         self._books.finish(pending.path, Outcome.FAILED if dest is not None else Outcome.LEFT)
+
+    def _note(self, batch: Sequence[Pending], why: Why) -> None:
+        for pending in batch:
+            self._books.waits(pending.path, why)
 
     def _leave(self, batch: Sequence[Pending]) -> None:
         for pending in batch:
@@ -349,6 +359,8 @@ class OrgUploader:
                 self._books.finish(pending.path, Outcome.CHANGED)
                 continue
             # Not moved (a refused move): the next scan moves it, without an upload.
+            if dest is None:
+                self._books.waits(pending.path, Why.NOT_MOVED)
             self._books.finish(pending.path, Outcome.IMPORTED if dest else Outcome.LEFT)
 
 
