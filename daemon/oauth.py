@@ -64,6 +64,32 @@ class TokenSource:
             assert self._access is not None
             return f"Bearer {self._access}"
 
+    async def keep_fresh(self, stopping: asyncio.Event, retry_s: float = 60.0) -> None:
+        """Refresh before expiry whether or not requests come: a quiet folder must not
+        let the refresh-token chain lapse (refresh tokens die after 90 days unused)."""
+        failing = False
+        while not stopping.is_set():
+            try:
+                await self.header()
+            except AuthProblem as exc:
+                if not failing:
+                    log.error("oauth_refresh_failed", org=self._org.key, error=str(exc),
+                              hint=exc.hint)
+                failing = True
+                wait_s = 10 * retry_s
+            except Transient as exc:
+                log.warning("oauth_refresh_failed", org=self._org.key, error=str(exc),
+                            hint="tried again in a minute")
+                wait_s = retry_s
+            else:
+                failing = False
+                wait_s = max(1.0, self._refresh_at - time.monotonic())
+            try:
+                async with asyncio.timeout(wait_s):
+                    await stopping.wait()
+            except TimeoutError:
+                pass
+
     def invalidate(self) -> None:
         """A 401 with the current access token: the next header() refreshes first."""
         self._access = None

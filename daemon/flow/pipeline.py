@@ -60,14 +60,14 @@ class Pipeline:
             total=cfg.upload.timeout_s, sock_connect=cfg.upload.connect_timeout_s
         )
         limiter = RateLimiter()
+        self.tokens = {
+            org.key: TokenSource(org, session, journal, redact, timeout)
+            for org in cfg.organizations if org.oauth is not None
+        }
         self.orgs = {
             org.key: Org(
                 org.key,
-                QontoClient(
-                    session, org, timeout, redact,
-                    TokenSource(org, session, journal, redact, timeout) if org.oauth else None,
-                    limiter,
-                ),
+                QontoClient(session, org, timeout, redact, self.tokens.get(org.key), limiter),
                 journal, cfg.upload, give_up_on_auth=once,
                 unreachable_alert_s=cfg.unreachable_alert_s, base_url=org.base_url,
             )
@@ -132,6 +132,10 @@ class Pipeline:
             tasks["parsers"] = self._parsers.warm()
         if not self._once:
             tasks["einvoicing"] = self.einvoicing.run()
+        if not self._once:
+            # OAuth tokens stay fresh when no file comes for weeks.
+            tasks.update({f"oauth-{key}": tokens.keep_fresh(stopping)
+                          for key, tokens in self.tokens.items()})
         tasks["commits"] = self._journal.keep_committed(stopping)
         tasks["progress"] = self.progress.loop(stopping)
         return tasks
