@@ -385,19 +385,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--secret", action="append", required=True)
     parser.add_argument("--latency-ms", type=float, default=0.0,
                         help="answer a bulk request this long after it arrives (default 0)")
+    parser.add_argument("--oauth-client", action="append", default=[],
+                        metavar="LOGIN:CLIENT_ID:CLIENT_SECRET",
+                        help="an OAuth client; its first refresh token is printed on stderr")
+    parser.add_argument("--access-lifetime-s", type=float, default=3600.0,
+                        help="how long an OAuth access token lives (default 3600)")
+    parser.add_argument("--lifecycle-step-ms", type=float, default=1000.0,
+                        help="an e-invoice's next lifecycle code comes this much later")
+    parser.add_argument("--server-errors", type=float, default=0.0, metavar="P",
+                        help="the share of bulk requests answered with a 5xx (0 to 1)")
+    parser.add_argument("--rate-limited", type=float, default=0.0, metavar="P",
+                        help="the share of bulk requests answered with a 429 (0 to 1)")
     args = parser.parse_args(argv)
     if len(args.login) != len(args.secret):
         parser.error("give one --secret per --login")
     emulator = Emulator(
         dict(zip(args.login, args.secret, strict=True)),
-        faults=Faults(latency_s=args.latency_ms / 1000),
+        faults=Faults(latency_s=args.latency_ms / 1000, server_error=args.server_errors,
+                      rate_limited=args.rate_limited),
     )
+    emulator.access_lifetime_s = args.access_lifetime_s
+    emulator.lifecycle_step_s = args.lifecycle_step_ms / 1000
+    clients = []
+    for spec in args.oauth_client:
+        login, _, rest = spec.partition(":")
+        client_id, _, client_secret = rest.partition(":")
+        if not (login and client_id and client_secret):
+            parser.error("--oauth-client takes LOGIN:CLIENT_ID:CLIENT_SECRET")
+        clients.append((login, client_id, emulator.add_oauth_client(login, client_id,
+                                                                    client_secret)))
 
     async def forever() -> None:
         async with serve(emulator, args.host, args.port) as url:
             # The base URL alone on stdout: what a script that asked for port 0 reads.
             print(url, flush=True)
             print(f"Qonto emulator on {url}{BULK_PATH}", file=sys.stderr, flush=True)
+            for login, client_id, refresh in clients:
+                print(f"OAuth client {client_id} of {login}: token URL {url}{TOKEN_PATH}, "
+                      f"first refresh token {refresh}", file=sys.stderr, flush=True)
             await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -108,3 +108,34 @@ async def test_lookup_prints_valid_utf8_for_any_name(ws, qonto):
     assert proc.returncode == 0, err
     row = json.loads(out.decode("utf-8"))  # strict: valid UTF-8
     assert row["path"].endswith("facture-\\xff.pdf") and row["state"] == "unknown"
+
+
+async def test_the_emulator_s_command_line_serves_oauth_clients():
+    import asyncio
+    import os
+    import sys
+    import urllib.parse
+    import urllib.request
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daemon.emulator", "--port", "0", "--login", "acme",
+        "--secret", "s", "--oauth-client", "acme:cid:csecret", "--access-lifetime-s", "5",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=dict(os.environ),
+    )
+    try:
+        url = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+        lines = [(await asyncio.wait_for(proc.stderr.readline(), 30)).decode() for _ in range(2)]
+        refresh = lines[1].rsplit(" ", 1)[1].strip()
+        form = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": refresh,
+                                       "client_id": "cid", "client_secret": "csecret"}).encode()
+
+        def token() -> dict:
+            with urllib.request.urlopen(f"{url}/oauth2/token", data=form, timeout=10) as r:
+                return json.loads(r.read())
+
+        answer = await asyncio.to_thread(token)
+        assert answer["access_token"] and answer["refresh_token"] != refresh
+        assert answer["expires_in"] == 5
+    finally:
+        proc.terminate()
+        await proc.wait()
