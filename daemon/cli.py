@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=tuple(logs.LogFormat),
                      help="instead of [log] format")
     run.add_argument(
+        "--dry-run", action="store_true",
+        help="say what would happen to each file in the inboxes (sent, duplicate, failed and "
+        "why) without sending, moving or writing anything; exit 1 if some would fail",
+    )
+    run.add_argument("--json", action="store_true", help="with --dry-run: one object per line")
+    run.add_argument(
         "--once",
         action="store_true",
         help="handle what is in the inboxes now, then exit: 0 if all went to done/, "
@@ -123,10 +129,13 @@ def _main(argv: Sequence[str] | None) -> int:
         from .commands.demo import run_demo
 
         return asyncio.run(run_demo(keep=args.keep))
-    if args.command != "run":
+    dry = args.command == "run" and args.dry_run
+    if args.command != "run" or dry:
         logs.silence()  # a command prints its own answer; the daemon's lines are for run
     try:
-        cfg = config.load(config_path(args.config), secrets=args.command not in _NO_SECRETS)
+        cfg = config.load(
+            config_path(args.config), secrets=args.command not in _NO_SECRETS and not dry
+        )
     except ConfigError as exc:
         if args.command == "status" and args.check:
             print(f"UNKNOWN: configuration error: {' '.join(str(exc).splitlines())}")
@@ -136,7 +145,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 print(f"problem: {line}", file=sys.stderr)
             else:
                 print(f"qonto-invoice-daemon: configuration error: {line}", file=sys.stderr)
-        if args.command == "run":
+        if args.command == "run" and not dry:
             # Also a line for journald and its readers, as the daemon's others are.
             logs.configure(args.log_format or logs.LogFormat.AUTO, args.log_level or "info")
             structlog.get_logger().critical(
@@ -202,6 +211,14 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "lookup":
         try:
             return asyncio.run(lookup(cfg, args.paths, as_json=args.json))
+        except JournalError as exc:
+            print(f"qonto-invoice-daemon: {exc}: {exc.hint}", file=sys.stderr)
+            return EX_TEMPFAIL if exc.temporary else EX_CONFIG
+    if dry:
+        from .commands.dryrun import dry_run
+
+        try:
+            return asyncio.run(dry_run(cfg, as_json=args.json))
         except JournalError as exc:
             print(f"qonto-invoice-daemon: {exc}: {exc.hint}", file=sys.stderr)
             return EX_TEMPFAIL if exc.temporary else EX_CONFIG

@@ -206,3 +206,34 @@ async def test_a_wrong_base_url_is_one_error_and_run_once_gives_up(ws: Workspace
     assert alert["level"] == "error" and "base_url" in alert["hint"] and alert["last_error"]
     assert str(port) in alert["hint"]
     assert (ws.inbox / "a.pdf").exists()  # left for the next run
+
+
+async def test_a_dry_run_says_what_would_happen_and_does_none_of_it(ws: Workspace, qonto):
+    import hashlib
+
+    emulator, url = qonto
+    toml = ws.write_toml(url, watch={"settle_seconds": 0.2})
+    ws.invoice("old.pdf", "OLD-1")
+    assert (await run_cli("run", "--once", "--config", str(toml)))[0] == 0
+    ws.invoice("new.pdf", "NEW-1")
+    ws.invoice("copy-1.pdf", "NEW-1")
+    (ws.inbox / "copy-1.pdf").write_bytes((ws.inbox / "new.pdf").read_bytes())
+    (ws.inbox / "again.pdf").write_bytes((ws.done / "old.pdf").read_bytes())
+    (ws.inbox / "notes.pdf").write_text("not an invoice")
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ws.inbox.iterdir()
+              if p.is_file()}
+    journal_before = ws.db.read_bytes()
+    requests = emulator.requests
+    code, out, err = await run_cli("run", "--dry-run", "--json", "--config", str(toml),
+                                   env={"QONTO_SECRET_KEY": ""})  # no secret needed
+    assert code == 1, err  # one file would fail
+    said = {line["path"].rsplit("/", 1)[1]: line for line in json_lines(out)}
+    assert said["new.pdf"]["would"] == "send" or said["copy-1.pdf"]["would"] == "send"
+    assert {said["new.pdf"]["would"], said["copy-1.pdf"]["would"]} == {"send", "duplicate"}
+    assert said["again.pdf"]["would"] == "duplicate" and said["again.pdf"]["invoice_id"]
+    assert said["notes.pdf"]["would"] == "fail" and said["notes.pdf"]["reason"]
+    # Nothing was sent, moved or written.
+    assert emulator.requests == requests and ws.db.read_bytes() == journal_before
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ws.inbox.iterdir()
+            if p.is_file()} == before
+    assert not ws.failed.exists()

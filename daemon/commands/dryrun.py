@@ -1,0 +1,140 @@
+"""`run --dry-run`: what the daemon would do with each file in the inboxes, doing none of it.
+
+Each file is settled, read, checked and parsed as `run` would, and judged
+against the journal as it stands (read only): sent, a duplicate of which
+invoice, a re-export, failed with which reason. Nothing is sent, moved or
+written, and no secret is read: the way to try an ERP's export before going
+live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .. import logs, qonto, watcher
+from ..config import Config, FacturxPolicy, Folder
+from ..errors import FileChanged, UnsafeFile
+from ..flow import examine
+from ..flow.decide import Verdict, decide
+from ..flow.records import Kind
+from ..identity import Seen
+from ..journal import Journal
+from ..parsers import ParserPool
+from .common import EX_FAILED, EX_OK
+
+
+async def dry_run(cfg: Config, *, as_json: bool) -> int:
+    listed: list[tuple[Folder, Seen]] = []
+    for folder in cfg.folders:
+        try:
+            found = await asyncio.to_thread(watcher.scan, folder.inbox)
+        except OSError as exc:
+            _say({"path": str(folder.inbox), "would": "wait",
+                  "detail": f"the inbox cannot be listed: {exc.strerror or exc}"}, as_json)
+            continue
+        listed += [(folder, seen) for seen in found.files]
+    # Settled as `run` settles them: unchanged over settle_seconds.
+    await asyncio.sleep(cfg.watch.settle_s)
+    val = cfg.validation
+    parsers = ParserPool(val.parse_workers, val.parse_timeout_s, val.parse_memory_mb)
+    failed = False
+    with tempfile.TemporaryDirectory() as scratch:
+        journal = await Journal.open_readonly(cfg.database) or await Journal.open(
+            Path(scratch) / "empty.sqlite3"  # no journal yet: nothing is known
+        )
+        try:
+            in_hand = {seen.path for _, seen in listed}
+            first_of: dict[str, Path] = {}
+            for folder, seen in listed:
+                answer = await _judge(cfg, folder, seen, journal, parsers, in_hand, first_of)
+                failed |= answer["would"] == "fail"
+                _say(answer, as_json)
+        finally:
+            parsers.close()
+            await journal.close()
+    return EX_FAILED if failed else EX_OK
+
+
+async def _judge(
+    cfg: Config,
+    folder: Folder,
+    seen: Seen,
+    journal: Journal,
+    parsers: ParserPool,
+    in_hand: set[Path],
+    first_of: dict[str, Path],
+) -> dict[str, Any]:
+    path = seen.path
+    out: dict[str, Any] = {"path": logs.printable(str(path)), "organization": folder.org.key}
+    now = await asyncio.to_thread(watcher.stat_all, [path])
+    if now.get(path) != seen:
+        return out | {"would": "wait", "detail": "it is being written (or it went away)"}
+    limit = cfg.upload.max_file_bytes
+    try:
+        content = await asyncio.to_thread(examine.read_regular, path, limit)
+    except (OSError, UnsafeFile, FileChanged) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return out | {"would": "wait", "detail": f"it cannot be read: {detail}"}
+    found = await asyncio.to_thread(examine.examine, content, path.name, limit, limit)
+    out["sha256"] = found.sha256
+    invoice, unreadable = None, None
+    if (folder.facturx is not FacturxPolicy.OFF and found.problem is None
+            and found.kind is Kind.PDF and found.complete):
+        read = await parsers.read(content.data, asyncio.Event())
+        if isinstance(read, str):
+            unreadable = read
+        else:
+            invoice = read
+            out["facturx"] = invoice.label if invoice else None
+            out["number"] = invoice.number if invoice else None
+    decision = await decide(
+        journal, folder, path, found, invoice, unreadable,
+        numbers=cfg.validation.duplicate_number, in_hand=in_hand,
+    )
+    match decision.verdict:
+        case Verdict.SEND:
+            first = first_of.setdefault(found.sha256, path)
+            if first != path:
+                return out | {"would": "duplicate", "duplicate_of": str(first),
+                              "detail": "the same content as another file here: sent once"}
+            if decision.warning is not None:
+                out["warning"] = f"{decision.warning.reason}: {decision.warning.detail}"
+            return out | {"would": "send", "name": qonto.upload_name(path.name),
+                          "einvoice": folder.send_by_einvoice}
+        case Verdict.KNOWN:
+            assert decision.record is not None
+            return out | {"would": "duplicate", "invoice_id": decision.record.invoice_id,
+                          "duplicate_of": str(decision.record.path),
+                          "einvoice": decision.einvoice}
+        case Verdict.TWIN:
+            assert decision.record is not None
+            return out | {"would": "duplicate", "duplicate_of": str(decision.record.path),
+                          "detail": "its content is already on its way"}
+        case Verdict.FAIL:
+            assert decision.problem is not None
+            return out | {"would": "fail", "reason": decision.problem.reason,
+                          "detail": decision.problem.detail}
+        case Verdict.INCOMPLETE:
+            return out | {"would": "wait",
+                          "detail": "it does not end like a complete file: its writer may "
+                          "not have finished"}
+
+
+def _say(answer: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(answer, ensure_ascii=False), flush=True)
+        return
+    what = answer["would"]
+    extra = answer.get("reason") or answer.get("invoice_id") or ""
+    detail = answer.get("detail") or answer.get("warning") or ""
+    line = f"{answer['path']}\t{what}"
+    if extra:
+        line += f"\t{extra}"
+    if detail:
+        line += f"\t{detail}"
+    print(line, file=sys.stdout, flush=True)
