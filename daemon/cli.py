@@ -41,6 +41,18 @@ def config_path(given: Path | None) -> Path:
     return given or Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
+def _load(path: Path, command: str, dry: bool) -> config.Config:
+    if (command == "run" and not dry) or (command not in _NO_SECRETS and command != "run"):
+        return config.load(path)
+    if command == "lookup":
+        # Secrets it can read clean what older versions may have kept in the journal.
+        try:
+            return config.load(path)
+        except ConfigError:
+            pass
+    return config.load(path, secrets=False)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qonto-invoice-daemon",
@@ -133,9 +145,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command != "run" or dry:
         logs.silence()  # a command prints its own answer; the daemon's lines are for run
     try:
-        cfg = config.load(
-            config_path(args.config), secrets=args.command not in _NO_SECRETS and not dry
-        )
+        cfg = _load(config_path(args.config), args.command, dry)
     except ConfigError as exc:
         if args.command == "status" and args.check:
             print(f"UNKNOWN: configuration error: {' '.join(str(exc).splitlines())}")

@@ -78,3 +78,13 @@ def test_counts_per_organization_list_every_bucket():
                               ("a", EinvoiceState.FINAL, "declined", [210])])
     assert counts == {"a": {"waiting": 0, "held": 1, "submitted": 0, "delivered": 0,
                             "action_needed": 0, "refused": 1}}
+
+
+def test_events_recorded_before_v4_are_recognised_not_repeated():
+    from daemon.flow.lifecycle import merge_events
+
+    known = [Event(200, None), Event(201, None)]  # migrated: v3 kept no time of Qonto's
+    seen = [Event(200, "t0"), Event(201, "t1"), Event(202, "t2")]
+    merged, new = merge_events(known, seen)
+    assert new == [Event(202, "t2")]  # only the one really new
+    assert merged == (Event(200, "t0"), Event(201, "t1"), Event(202, "t2"))  # times filled

@@ -49,7 +49,7 @@ from .lifecycle import (
     REJECTED_HINT,
     HeldFor,
     label,
-    new_events,
+    merge_events,
     numbers,
     read_events,
 )
@@ -275,8 +275,9 @@ class Einvoicing:
         now = self._clock()
         raw_status = invoice.get("einvoicing_status")
         status = None if raw_status is None else str(raw_status)[:_STATUS_CHARS]
-        new = new_events(e.events, read_events(invoice.get("einvoicing_lifecycle_events")))
-        events = e.events + tuple(new)
+        events, new = merge_events(
+            e.events, read_events(invoice.get("einvoicing_lifecycle_events"))
+        )
         codes = numbers(x.code for x in events)
         failed = status in FAILED_STATUSES
         ended = bool(FINAL_CODES & codes) or failed

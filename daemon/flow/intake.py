@@ -364,7 +364,11 @@ class Intake:
         asked: str | None = None
         if einvoice:
             org = folder.org.key
-            before = await self._journal.request_einvoice(org, invoice_id, found.sha256, path)
+            # Asked for once per invoice: a file seen again (its move refused, a second
+            # drop) never sends a held or rejected e-invoice again by itself.
+            before = await self._journal.request_einvoice(
+                org, invoice_id, found.sha256, path, again=False
+            )
             asked = before or "requested"  # or what it already was: sent once per invoice
             if before is None:
                 self._orgs[org].einvoices_recorded.set()

@@ -107,16 +107,34 @@ def read_events(raw: object) -> list[Event]:
     return out
 
 
-def new_events(known: Sequence[Event], seen: Sequence[Event]) -> list[Event]:
-    """Events not yet recorded: a (code, timestamp) pair is new even if the code
-    was seen before (a status can recur: 207, then 209, then 207)."""
-    have = {(e.code, e.at) for e in known}
-    out: list[Event] = []
+def merge_events(
+    known: Sequence[Event], seen: Sequence[Event]
+) -> tuple[tuple[Event, ...], list[Event]]:
+    """(the events to keep, the ones that are new). A (code, timestamp) pair is new
+    even if the code was seen before (a status can recur: 207, then 209, then 207).
+    A known event without a time (recorded before v4) is the next one seen with its
+    code: it takes that event's time and reason, and is not new."""
+    merged = list(known)
+    have: set[tuple[int | str, str | None]] = {(e.code, e.at) for e in known if e.at is not None}
+    untimed = {i for i, e in enumerate(known) if e.at is None}
+    new: list[Event] = []
     for event in seen:
-        if (event.code, event.at) not in have:
-            have.add((event.code, event.at))
-            out.append(event)
-    return out
+        if (event.code, event.at) in have:
+            continue
+        have.add((event.code, event.at))
+        same = next((i for i in sorted(untimed) if known[i].code == event.code), None)
+        if same is not None:
+            untimed.discard(same)
+            merged[same] = event
+        else:
+            merged.append(event)
+            new.append(event)
+    return tuple(merged), new
+
+
+def new_events(known: Sequence[Event], seen: Sequence[Event]) -> list[Event]:
+    """The events of `seen` not yet in `known` (see merge_events)."""
+    return merge_events(known, seen)[1]
 
 
 def numbers(codes: Iterable[object]) -> set[int]:

@@ -104,6 +104,9 @@ class Org:
         self._base_url = base_url
         self._clock = clock
         self._failing_since: float | None = None  # the first unanswered request since
+        self._last_failure = 0.0
+        # Failures further apart than a retry can be belong to different outages.
+        self._gap_s = settings.backoff_max_s + settings.timeout_s + 60.0
         self._answered_once = False
         self.unreachable = False  # said so (qonto_unreachable) and not answered since
         self.gate = AuthGate(settings.auth_pause_initial_s, settings.auth_pause_max_s, clock)
@@ -131,8 +134,9 @@ class Org:
         `unreachable_alert_s` of these while files wait, one error line; with `run
         --once`, the files are left for the next run."""
         now = self._clock()
-        if self._failing_since is None:
-            self._failing_since = now
+        if self._failing_since is None or now - self._last_failure > self._gap_s:
+            self._failing_since = now  # a new outage, not the end of an old one
+        self._last_failure = now
         if self.unreachable or now - self._failing_since < self._alert_s:
             return
         self.unreachable = True

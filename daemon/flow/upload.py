@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -77,6 +78,9 @@ class OrgUploader:
         self._stopping = stopping
         self._rng = rng or random.Random()
         self._waiting: list[Pending] = []
+        # The files in this uploader's hands: each leaves once (a batch given up at a
+        # stop may hold files already filed, or handed back to settling).
+        self._owned: set[Path] = set()
         self._arrived = asyncio.Event()
         self._in_progress = 0
         self._in_flight_files = 0
@@ -112,6 +116,7 @@ class OrgUploader:
             await asyncio.gather(*self._completing, return_exceptions=True)
 
     def add(self, pending: Pending) -> None:
+        self._owned.add(pending.path)
         self._waiting.append(pending)
         self._arrived.set()
 
@@ -168,7 +173,7 @@ class OrgUploader:
         """Files not sent stay queued in the journal and in their inbox."""
         waiting, self._waiting = self._waiting, []
         for pending in waiting:
-            self._books.finish(pending.path, Outcome.LEFT)
+            self._finish(pending, Outcome.LEFT)
 
     async def _deliver_batch(self, batch: list[Pending]) -> None:
         self._in_flight_files += len(batch)
@@ -297,11 +302,16 @@ class OrgUploader:
                 trace_id=exc.trace_id,
             )
         except FileChanged:
-            self._books.finish(pending.path, Outcome.CHANGED)
+            self._finish(pending, Outcome.CHANGED)
             return
         if dest is None:
             self._books.waits(pending.path, Why.NOT_MOVED)
-        self._books.finish(pending.path, Outcome.FAILED if dest is not None else Outcome.LEFT)
+        self._finish(pending, Outcome.FAILED if dest is not None else Outcome.LEFT)
+
+    def _finish(self, pending: Pending, outcome: Outcome) -> None:
+        if pending.path in self._owned:
+            self._owned.discard(pending.path)
+            self._books.finish(pending.path, outcome)
 
     def _note(self, batch: Sequence[Pending], why: Why) -> None:
         for pending in batch:
@@ -309,7 +319,7 @@ class OrgUploader:
 
     def _leave(self, batch: Sequence[Pending]) -> None:
         for pending in batch:
-            self._books.finish(pending.path, Outcome.LEFT)
+            self._finish(pending, Outcome.LEFT)
 
     async def _read_again(self, batch: list[Pending]) -> tuple[list[Pending], list[Upload]]:
         """Re-read each file; drop any that changed since it was inspected."""
@@ -328,7 +338,7 @@ class OrgUploader:
                 detail=content if isinstance(content, str) else "its content changed since it "
                 "settled; it will settle and be inspected again",
             )
-            self._books.finish(pending.path, Outcome.CHANGED)
+            self._finish(pending, Outcome.CHANGED)
         return kept, uploads
 
     async def _complete(
@@ -356,12 +366,12 @@ class OrgUploader:
                 )
             except FileChanged:
                 # What was sent is imported; what is there now is another file.
-                self._books.finish(pending.path, Outcome.CHANGED)
+                self._finish(pending, Outcome.CHANGED)
                 continue
             # Not moved (a refused move): the next scan moves it, without an upload.
             if dest is None:
                 self._books.waits(pending.path, Why.NOT_MOVED)
-            self._books.finish(pending.path, Outcome.IMPORTED if dest else Outcome.LEFT)
+            self._finish(pending, Outcome.IMPORTED if dest else Outcome.LEFT)
 
 
 def _read_all(batch: Sequence[Pending], limit: int) -> list[Content | str]:

@@ -148,20 +148,22 @@ class Einvoices(Store):
         return new
 
     async def request_einvoice(
-        self, org: str, invoice_id: str, sha256: str, path: Path
+        self, org: str, invoice_id: str, sha256: str, path: Path, *, again: bool = True
     ) -> EinvoiceState | None:
         """Ask for an imported invoice to be sent by e-invoice (once per invoice).
 
-        Returns the state it already had when it was asked for before (submitted or
-        final: nothing changes), or None when it is to be sent now (new, or held or
-        rejected until now).
+        Returns the state it already had when it was asked for before (nothing
+        changes), or None when it is to be sent now: new, or (with `again`, a
+        person's request) held or rejected until now.
         """
         now = now_iso()
         rows = await self._db.execute_fetchall(
             "SELECT state FROM einvoices WHERE org = ? AND invoice_id = ?", (org, invoice_id)
         )
         before = next((EinvoiceState(r[0]) for r in rows), None)
-        if before in (EinvoiceState.SUBMITTED, EinvoiceState.FINAL, EinvoiceState.PENDING):
+        if before in (EinvoiceState.SUBMITTED, EinvoiceState.FINAL, EinvoiceState.PENDING) or (
+            before is not None and not again
+        ):
             return before
         await self._write(lambda: self._db.execute(
             "INSERT INTO einvoices (org, invoice_id, sha256, state, next_at, path, created_at, "

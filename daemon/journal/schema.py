@@ -166,13 +166,18 @@ def statements(script: str) -> list[str]:
 
 
 async def _events_as_objects(db: aiosqlite.Connection) -> None:
-    """v3 kept each lifecycle event as [code, when]; v4 as Qonto sends it, an object."""
+    """v3 kept each lifecycle event as [code, when]; v4 as Qonto sends it, an object.
+
+    v3's `when` was the time of the daemon's look, never Qonto's `timestamp`: it is
+    dropped (null), so that the next look recognises these events by their code and
+    gives them their own time, instead of taking them for new ones.
+    """
     async with db.execute("SELECT rowid, lifecycle FROM einvoices") as cur:
         rows = await cur.fetchall()
     for rowid, lifecycle in rows:
         events = [
-            {"code": code, "at": when, "reason": None, "reason_message": None}
-            for code, when in json.loads(lifecycle)
+            {"code": code, "at": None, "reason": None, "reason_message": None}
+            for code, _ in json.loads(lifecycle)
         ]
         await run_closed(
             db, "UPDATE einvoices SET lifecycle = ? WHERE rowid = ?", (json.dumps(events), rowid)

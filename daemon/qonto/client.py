@@ -17,7 +17,7 @@ import aiohttp
 
 from .. import __version__
 from ..config import Organization
-from ..errors import Transient
+from ..errors import AuthProblem, NotYet, Transient
 from ..redact import NOTHING, Redactor
 from .classify import (
     classify_einvoice,
@@ -151,10 +151,16 @@ class QontoClient:
 
     async def _einvoice_call(self, method: str, url: str) -> tuple[int, bytes, dict[str, str]]:
         # Half of each rate-limit window at most: uploads keep the rest.
-        status, raw, headers = await self._request(method, url, share=_EINVOICE_SHARE)
-        if status == 401 and self._tokens is not None:
-            self._tokens.invalidate()
+        try:
             status, raw, headers = await self._request(method, url, share=_EINVOICE_SHARE)
+            if status == 401 and self._tokens is not None:
+                self._tokens.invalidate()
+                status, raw, headers = await self._request(method, url, share=_EINVOICE_SHARE)
+        except AuthProblem as exc:
+            # The OAuth token itself was refused: e-invoicing waits for the organization,
+            # as for any refusal of its calls (uploads say it for themselves).
+            raise NotYet(str(exc), status=exc.status or 401, held_for="organization",
+                         hint=exc.hint, trace_id=exc.trace_id) from None
         return status, raw, headers
 
     def _einvoice_error(self, status: int, raw: bytes, headers: dict[str, str]) -> Exception:
