@@ -409,3 +409,53 @@ async def test_every_write_s_cursor_is_closed_in_sqlite_s_own_thread(tmp_path):
             await cur.fetchone()
     finally:
         await journal.close()
+
+
+async def test_events_migrated_from_v3_are_not_logged_again_at_the_next_look(tmp_path, _logs):
+    from daemon.config import EinvoicingConfig, UploadConfig
+    from daemon.flow.einvoice import Einvoicing
+    from daemon.flow.orgs import Org
+    from daemon.journal.schema import MIGRATE_TO_2, MIGRATE_TO_3, statements
+
+    db = tmp_path / "state.sqlite3"
+    with sqlite3.connect(db) as conn:  # what the previous main wrote
+        conn.executescript(SCHEMA_0_1_0)
+        for statement in statements(MIGRATE_TO_2) + statements(MIGRATE_TO_3):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 3")
+        conn.execute(
+            "INSERT INTO einvoices (org, invoice_id, sha256, state, lifecycle, next_at, "
+            "submitted_at, created_at, updated_at) VALUES (?, 'inv-1', ?, 'submitted', ?, 0, "
+            "'2026-11-01T10:00:00+00:00', '2026-11-01T10:00:00.000+00:00', 't1')",
+            (LOGIN, "cd" * 32, '[[200, "2026-11-01T10:05:00+00:00"], '
+                               '[201, "2026-11-01T10:05:00+00:00"]]'),
+        )
+    conn.close()
+
+    class Qonto:  # answers as Qonto does: its own times
+        async def client_invoice(self, invoice_id: str) -> dict:
+            return {"id": invoice_id, "einvoicing_status": "submitted",
+                    "einvoicing_lifecycle_events": [
+                        {"status_code": "200", "timestamp": "2026-11-01T10:00:01.5Z"},
+                        {"status_code": "201", "timestamp": "2026-11-01T10:00:02.5Z"},
+                        {"status_code": "202", "timestamp": "2026-11-01T10:03:00.0Z"}]}
+
+    journal = await Journal.open(db)
+    stopping = asyncio.Event()
+    try:
+        org = Org(LOGIN, Qonto(), journal, UploadConfig())
+        einvoicing = Einvoicing(journal=journal, orgs={LOGIN: org}, settings=EinvoicingConfig(),
+                                upload=UploadConfig(), stopping=stopping)
+        task = asyncio.create_task(einvoicing.run())
+        await wait_for(lambda: any(e["event"] == "einvoice_status_changed" for e in _logs),
+                       what="the look after the upgrade")
+        stopping.set()
+        await asyncio.wait_for(task, 10)
+        (e,) = await journal.einvoices_of(LOGIN, "cd" * 32)
+    finally:
+        stopping.set()
+        await journal.close()
+    assert [x.code for x in e.events] == [200, 201, 202]  # stored once each
+    assert [x.at for x in e.events] == ["2026-11-01T10:00:01.5Z", "2026-11-01T10:00:02.5Z",
+                                        "2026-11-01T10:03:00.0Z"]  # Qonto's own times
+    assert [x["code"] for x in _logs if x["event"] == "einvoice_status_changed"] == [202]

@@ -38,7 +38,7 @@ import structlog
 from ..aio import wait_first
 from ..backoff import next_delay
 from ..config import EinvoicingConfig, UploadConfig
-from ..errors import NotYet, QontoError, Rejected, Transient
+from ..errors import AuthProblem, NotYet, QontoError, Rejected, Transient
 from ..journal import Einvoice, EinvoiceState, Journal
 from ..timing import DEFAULT, Clock, Intervals
 from .lifecycle import (
@@ -163,8 +163,11 @@ class Einvoicing:
         except Transient as exc:
             await self._later(e, exc, bound, "einvoice_send_retry")
             return
-        except NotYet as exc:
-            await self._hold(e, (HeldFor(exc.held_for), str(exc), exc.trace_id, True), bound)
+        except (NotYet, AuthProblem) as exc:
+            # AuthProblem: credentials refused on the way (an OAuth token): the
+            # organization's e-invoicing waits, its uploads say it for themselves.
+            held_for = HeldFor(exc.held_for) if isinstance(exc, NotYet) else HeldFor.ORGANIZATION
+            await self._hold(e, (held_for, str(exc), exc.trace_id, True), bound)
             return
         except Rejected as exc:
             await self._journal.update_einvoice(
@@ -253,7 +256,7 @@ class Einvoicing:
         except Transient as exc:
             await self._later(e, exc, bound, "einvoice_check_retry")
             return
-        except NotYet as exc:
+        except (NotYet, AuthProblem) as exc:
             # Reading is refused (the consent or the scope changed): looked at later.
             await self._journal.update_einvoice(
                 e, detail=str(exc), trace_id=exc.trace_id,
@@ -336,7 +339,7 @@ async def _readable(read: Any) -> dict[str, Any] | None:
     unreadable): the send then decides."""
     try:
         found = await read
-    except (Rejected, NotYet, Transient):
+    except (Rejected, NotYet, AuthProblem, Transient):
         return None
     return found if isinstance(found, dict) else None
 
