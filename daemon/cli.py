@@ -42,6 +42,9 @@ def config_path(given: Path | None) -> Path:
 
 
 def _load(path: Path, command: str, dry: bool) -> config.Config:
+    if command == "authorize":
+        # The refresh token is what it makes: only the client's own secrets are read.
+        return config.load(path, secrets=frozenset({"client_secret", "staging_token"}))
     if (command == "run" and not dry) or (command not in _NO_SECRETS and command != "run"):
         return config.load(path)
     if command == "lookup":
@@ -120,6 +123,19 @@ def _parser() -> argparse.ArgumentParser:
                        help="(as root) check every path as this user would reach it: the "
                        "service's User=")
 
+    authorize = sub.add_parser(
+        "authorize", help="Qonto's OAuth consent, once, for the first refresh token"
+    )
+    _config_option(authorize)
+    authorize.add_argument("--org", required=True, metavar="LOGIN",
+                           help='the organization (auth = "oauth") to authorize')
+    authorize.add_argument("--port", type=int, default=8765,
+                           help="the local port Qonto redirects to (default 8765)")
+    authorize.add_argument("--write", type=Path, default=None, metavar="FILE",
+                           help="also write the refresh token to FILE (mode 0600)")
+    authorize.add_argument("--authorize-url", default=None, metavar="URL",
+                           help="Qonto's consent page (default: beside token_url)")
+
     demo = sub.add_parser("demo", help="a self-contained run against a local Qonto stand-in")
     demo.add_argument("--keep", action="store_true", help="keep the temporary workspace")
     return parser
@@ -179,6 +195,15 @@ def _main(argv: Sequence[str] | None) -> int:
             return int(verdict)
         print(status_mod.as_json(report) if args.json else status_mod.render(report))
         return EX_OK
+    if args.command == "authorize":
+        from .commands.authorize import authorize
+
+        try:
+            return asyncio.run(authorize(cfg, args.org, port=args.port, write=args.write,
+                                         page=args.authorize_url))
+        except JournalError as exc:
+            print(f"qonto-invoice-daemon: {exc}: {exc.hint}", file=sys.stderr)
+            return EX_TEMPFAIL if exc.temporary else EX_CONFIG
     if args.command == "send-einvoice":
         if not args.paths and not args.invoice_id:
             print("qonto-invoice-daemon: send-einvoice: name imported files, or --invoice-id",

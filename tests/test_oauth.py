@@ -23,6 +23,7 @@ from helpers import (
 
 from daemon import config as config_mod
 from daemon.errors import ConfigError
+from daemon.journal import Journal
 
 
 def oauth_config(ws: Workspace, url: str, refresh_token: str, **sections) -> dict:
@@ -174,3 +175,92 @@ async def test_check_config_online_with_oauth_stores_the_rotated_token(ws, qonto
     ws.invoice("a.pdf")
     assert await asyncio.wait_for((await start(cfg, once=True)).task, 30) == 0
     assert emulator.refreshes == 3
+
+
+async def test_authorize_gets_the_first_refresh_token_through_qonto_s_consent(ws, qonto):
+    import os
+    import socket
+    import stat
+    import sys
+
+    import aiohttp
+
+    emulator, url = qonto
+    emulator.add_oauth_client(LOGIN, "cid", "cs3cret")
+    raw = oauth_config(ws, url, "unused")
+    del raw["qonto"]["refresh_token_env"]
+    token_file = ws.root / "refresh_token"  # not there yet: authorize makes it
+    raw["qonto"]["refresh_token_file"] = str(token_file)
+    toml = ws.root / "config.toml"
+    toml.write_text(to_toml(raw), encoding="utf-8")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daemon", "authorize", "--config", str(toml), "--org", LOGIN,
+        "--port", str(port), "--write", str(token_file),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env("unused")},
+    )
+    try:
+        assert b"Open this address" in await asyncio.wait_for(proc.stdout.readline(), 30)
+        page = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+        assert page.startswith(f"{url}/oauth2/auth?") and "offline_access" in page
+        async with aiohttp.ClientSession() as browser, browser.get(page) as answer:
+            assert "close this window" in await answer.text()  # Qonto sent us back
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err
+    assert "stored in the journal" in out.decode()
+    token = token_file.read_text().strip()
+    assert token in emulator.refresh_tokens  # the live one
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert emulator.consents[0]["redirect_uri"] == f"http://127.0.0.1:{port}/callback"
+    # The daemon starts from it.
+    ws.invoice("a.pdf")
+    code, _, err = await run_cli("run", "--once", "--config", str(toml), env=env("unused"))
+    assert code == 0, err
+    assert len(emulator.invoices_of(LOGIN)) == 1
+
+
+async def test_authorize_in_process_refuses_what_it_must(ws, qonto, capsys):
+    import socket
+
+    import aiohttp
+
+    from daemon.commands.authorize import authorize
+
+    emulator, url = qonto
+    emulator.add_oauth_client(LOGIN, "cid", "cs3cret")
+    raw = oauth_config(ws, url, "unused")
+    cfg = config_mod.from_dict(raw, env=env("unused"), base_dir=ws.root,
+                               secrets=frozenset({"client_secret"}))
+    assert await authorize(cfg, "nobody-0000", port=0, write=None, page=None) == 78
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    written = ws.root / "token"
+    task = asyncio.create_task(authorize(cfg, LOGIN, port=port, write=written, page=None))
+    out = ""
+    while "http" not in out:
+        await asyncio.sleep(0.02)
+        out += capsys.readouterr().out
+        assert not task.done(), task.result()
+    page = next(line for line in out.splitlines() if line.startswith("http"))
+    async with aiohttp.ClientSession() as browser:
+        # A stranger's answer (wrong state) changes nothing...
+        async with browser.get(f"http://127.0.0.1:{port}/callback?code=x&state=y") as answer:
+            assert answer.status == 400
+        async with browser.get(page) as answer:  # ...Qonto's does
+            assert "close this window" in await answer.text()
+    assert await asyncio.wait_for(task, 30) == 0
+    assert written.read_text().strip() in emulator.refresh_tokens
+    journal = await Journal.open(ws.db)
+    try:
+        stored = await journal.refresh_token(LOGIN)
+    finally:
+        await journal.close()
+    assert stored is not None and stored[0] == written.read_text().strip()

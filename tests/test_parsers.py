@@ -30,8 +30,12 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A killed child stays a zombie until reaped: count it as gone.
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    # A killed child stays a zombie until reaped: count it as gone (and it may be
+    # reaped between the two looks).
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 async def test_a_slow_pdf_is_stopped_and_others_go_on(pool, tmp_path):

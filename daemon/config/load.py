@@ -30,13 +30,13 @@ from .model import (
     ValidationConfig,
     WatchConfig,
 )
-from .tables import Table, choice, non_negative, organization, resolve, section
+from .tables import Reading, Table, choice, non_negative, organization, resolve, section
 
 T = TypeVar("T")
 
 
 def load(
-    path: str | Path, env: Mapping[str, str] | None = None, *, secrets: bool = True
+    path: str | Path, env: Mapping[str, str] | None = None, *, secrets: Reading = True
 ) -> Config:
     """Read and check the configuration file; raise ConfigError naming the bad key.
 
@@ -59,7 +59,7 @@ def load(
 
 
 def from_dict(
-    raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path, secrets: bool = True
+    raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path, secrets: Reading = True
 ) -> Config:
     """The configuration, or one ConfigError listing every problem (a line each):
     each section is read on its own, with its defaults standing in for what is wrong."""
@@ -124,7 +124,8 @@ def from_dict(
 
 
 def _main_org(
-    raw: Mapping[str, Any], env: Mapping[str, str], base_dir: Path, notes: list[str], read: bool
+    raw: Mapping[str, Any], env: Mapping[str, str], base_dir: Path, notes: list[str],
+    read: Reading,
 ) -> Organization:
     qonto = section(raw, "qonto")
     org = organization(qonto, env, base_dir, parent=None, notes=notes, read=read)
@@ -262,7 +263,7 @@ def _folders(
     main_org: Organization,
     facturx: str,
     notes: list[str],
-    read: bool = True,
+    read: Reading = True,
 ) -> tuple[Folder, ...]:
     if raw is None:
         raise ConfigError("missing [[folders]]: configure at least one inbox")
@@ -298,7 +299,7 @@ def _folder(
     main_org: Organization,
     facturx: str,
     notes: list[str],
-    read: bool,
+    read: Reading,
 ) -> Folder:
     where = f"folders[{index}]"
     if not isinstance(item, dict):

@@ -14,6 +14,8 @@ from ..errors import ConfigError
 from .model import DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, OAuth, Organization, Secret
 
 T = TypeVar("T")
+# Which secrets to read: all, none, or those of these prefixes ("client_secret"...).
+Reading = bool | frozenset[str]
 
 
 class Table:
@@ -97,11 +99,12 @@ def read_secret(
     prefix: str,
     required: bool,
     notes: list[str],
-    read: bool = True,
+    read: Reading = True,
 ) -> Secret | None:
     """A secret from exactly one source: `*_env`, `*_file`, or `*_credential` (systemd).
 
-    With `read` false the source is checked but not read (`Secret.unread()`).
+    Unless `read` says to read it (true, or a set naming its prefix), the source
+    is checked but not read (`Secret.unread()`).
     """
     keys = [f"{prefix}_env", f"{prefix}_file", f"{prefix}_credential"]
     env_name, file_name, credential = (table.optional(k, str) for k in keys)
@@ -109,7 +112,7 @@ def read_secret(
              if v is not None]
     if len(given) > 1:
         raise ConfigError(f"{' and '.join(given)}: set only one source for the secret")
-    if given and not read:
+    if given and not (read if isinstance(read, bool) else prefix in read):
         if credential is not None and ("/" in credential or credential in (".", "..")):
             raise ConfigError(f"{table._name(keys[2])} must be a credential name, not a path")
         return Secret.unread()
@@ -191,7 +194,7 @@ def organization(
     base_dir: Path,
     parent: Organization | None,
     notes: list[str],
-    read: bool = True,
+    read: Reading = True,
 ) -> Organization:
     if "secret_key" in table._data:
         raise ConfigError(
@@ -252,7 +255,8 @@ def organization(
 
 
 def oauth_of(
-    table: Table, env: Mapping[str, str], base_dir: Path, notes: list[str], *, read: bool = True
+    table: Table, env: Mapping[str, str], base_dir: Path, notes: list[str], *,
+    read: Reading = True,
 ) -> OAuth:
     if any(k.startswith("secret_key") for k in table._data):
         raise ConfigError(f'{table._where}: with auth = "oauth" there is no secret_key')

@@ -33,6 +33,7 @@ from .einvoicing import DEFAULT_LIFECYCLE, Client, EinvoicingRoutes, Invoice, Se
 BULK_PATH = "/v2/client_invoices/bulk"
 LIST_PATH = "/v2/client_invoices"
 TOKEN_PATH = "/oauth2/token"
+AUTHORIZE_PATH = "/oauth2/auth"
 STATE_PATH = "/_emulator/invoices"
 REQUESTS_PATH = "/_emulator/requests"
 SEND_PATH = "/v2/client_invoices/{id}/send_by_einvoice"
@@ -100,6 +101,8 @@ class Emulator(EinvoicingRoutes):
         self.access_lifetime_s = 3600.0
         self._access_expiry: dict[str, float] = {}
         self.refreshes = 0
+        self._codes: dict[str, tuple[str, str, str]] = {}  # code -> client, login, redirect
+        self.consents: list[dict[str, str]] = []  # each consent page asked for
         self.requests = 0
         self.statuses: dict[int, int] = {}
         # E-invoicing: its own faults, the invoices sent, how fast lifecycles move.
@@ -133,6 +136,7 @@ class Emulator(EinvoicingRoutes):
         app.router.add_post(BULK_PATH, self._bulk)
         app.router.add_get(LIST_PATH, self._list)
         app.router.add_post(TOKEN_PATH, self._token)
+        app.router.add_get(AUTHORIZE_PATH, self._authorize)
         app.router.add_get(STATE_PATH, self._state)
         app.router.add_get(REQUESTS_PATH, self._requests)
         app.router.add_post(SEND_PATH, self._send_by_einvoice)
@@ -152,21 +156,44 @@ class Emulator(EinvoicingRoutes):
         self.bearer_tokens.clear()
         self._access_expiry.clear()
 
+    async def _authorize(self, request: web.Request) -> web.StreamResponse:
+        """The consent page, already agreed to: back to redirect_uri with a code."""
+        query = request.query
+        client = self.oauth_clients.get(query.get("client_id", ""))
+        redirect = query.get("redirect_uri", "")
+        if client is None or query.get("response_type") != "code" or not redirect:
+            return web.Response(status=400, text="invalid_request")
+        self.consents.append(dict(query))
+        if "offline_access" not in query.get("scope", "").split():
+            raise web.HTTPFound(f"{redirect}?error=invalid_scope&state={query.get('state', '')}")
+        code = f"code-{uuid.uuid4().hex}"
+        self._codes[code] = (query["client_id"], client[1], redirect)
+        raise web.HTTPFound(f"{redirect}?code={code}&state={query.get('state', '')}")
+
     async def _token(self, request: web.Request) -> web.Response:
-        """Qonto's token endpoint, refresh grant only: refresh tokens rotate, a used one dies."""
+        """Qonto's token endpoint: authorization codes (once each), and refresh tokens
+        that rotate (a used one dies after a short grace)."""
         form = await request.post()
         client = self.oauth_clients.get(str(form.get("client_id", "")))
         if client is None or client[0] != form.get("client_secret"):
             return web.json_response({"error": "invalid_client"}, status=401)
-        if form.get("grant_type") != "refresh_token":
-            return web.json_response({"error": "unsupported_grant_type"}, status=400)
-        used = str(form.get("refresh_token", ""))
         now = asyncio.get_running_loop().time()
-        owner = self.refresh_tokens.pop(used, None)
-        if owner is not None:
-            self._rotated[used] = (owner, now + self.refresh_grace_s)
-        elif used in self._rotated and self._rotated[used][1] > now:
-            owner = self._rotated[used][0]
+        if form.get("grant_type") == "authorization_code":
+            granted = self._codes.pop(str(form.get("code", "")), None)
+            if granted is None or granted[0] != form.get("client_id") or (
+                granted[2] != form.get("redirect_uri")
+            ):
+                return web.json_response({"error": "invalid_grant"}, status=400)
+            owner: tuple[str, str] | None = (granted[0], granted[1])
+        elif form.get("grant_type") == "refresh_token":
+            used = str(form.get("refresh_token", ""))
+            owner = self.refresh_tokens.pop(used, None)
+            if owner is not None:
+                self._rotated[used] = (owner, now + self.refresh_grace_s)
+            elif used in self._rotated and self._rotated[used][1] > now:
+                owner = self._rotated[used][0]
+        else:
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
         if owner is None or owner[0] != form.get("client_id"):
             return web.json_response({"error": "invalid_grant"}, status=400)
         self.refreshes += 1
