@@ -34,9 +34,11 @@ async def collect(cfg: Config) -> dict[str, Any]:
         if journal is not None:
             await journal.close()
     per_folder: Counter[tuple[Path, str]] = Counter()
+    state_of: dict[Path, str] = {}
     for _, state, path in places:
         per_folder[(path.parent, state)] += 1
-    folders = [await asyncio.to_thread(_folder, f, per_folder) for f in cfg.folders]
+        state_of[path] = state
+    folders = [await asyncio.to_thread(_folder, f, per_folder, state_of) for f in cfg.folders]
     return {
         "running": pid is not None,
         "pid": pid if pid and pid > 0 else None,
@@ -62,7 +64,17 @@ async def collect(cfg: Config) -> dict[str, Any]:
     }
 
 
-def _folder(folder: Folder, counts: Counter[tuple[Path, str]]) -> dict[str, Any]:
+# Why a file is still in its inbox, as far as the journal can tell.
+_WHY = {
+    State.QUEUED: "queued", State.SENDING: "sending",
+    State.IMPORTED: "imported, not moved yet", State.DONE: "imported, not moved yet",
+    State.FAILED: "failed, not moved yet",
+}
+
+
+def _folder(
+    folder: Folder, counts: Counter[tuple[Path, str]], state_of: dict[Path, str]
+) -> dict[str, Any]:
     waiting: list[tuple[float, Path]] = []
     available = True
     try:
@@ -87,6 +99,12 @@ def _folder(folder: Folder, counts: Counter[tuple[Path, str]]) -> dict[str, Any]
         "oldest_waiting": str(oldest[1]) if oldest else None,
         # ctime: when the file arrived here (a copy keeps an old mtime).
         "oldest_waiting_s": round(time.time() - oldest[0]) if oldest else None,
+        # Not in the journal: being written, incomplete, unreadable, or not seen yet
+        # (the heartbeat says which).
+        "oldest_waiting_why": (
+            _WHY.get(State(state_of[oldest[1]]), "in the journal")
+            if oldest and oldest[1] in state_of else "not taken yet" if oldest else None
+        ),
     }
 
 
@@ -111,7 +129,8 @@ def render(status: dict[str, Any]) -> str:
         f"journal: {status['database']}",
     ]
     for f in status["folders"]:
-        age = f" (oldest: {f['oldest_waiting']}, {f['oldest_waiting_s']} s)" if f["waiting"] else ""
+        age = (f" (oldest: {f['oldest_waiting']}, {f['oldest_waiting_s']} s, "
+               f"{f['oldest_waiting_why']})" if f["waiting"] else "")
         lines.append(
             f"{f['inbox']} [{f['org']}]: {f['waiting']} waiting{age}, {f['queued']} queued, "
             f"{f['done']} done ({f['imported_invoices']} invoices), {f['failed']} failed"

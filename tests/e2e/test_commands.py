@@ -52,6 +52,7 @@ async def test_status_while_running_and_after(ws: Workspace, qonto):
         assert "401" in org["last_error"]
         assert report["folders"][0]["waiting"] == 1
         assert report["folders"][0]["oldest_waiting"].endswith("c.pdf")
+        assert report["folders"][0]["oldest_waiting_why"] in ("queued", "sending")
         code, text, _ = await run_cli("status", "--config", str(toml))
         assert code == 0 and "paused" in text and f"pid {proc.pid}" in text
         proc.send_signal(signal.SIGTERM)
