@@ -29,6 +29,7 @@ from aiohttp import BodyPartReader, web
 from ..flow.examine import sniff
 from .answers import Refusal, drop, dump, error
 from .einvoicing import DEFAULT_LIFECYCLE, Client, EinvoicingRoutes, Invoice, Sent
+from .oauth import OAuthRoutes
 
 BULK_PATH = "/v2/client_invoices/bulk"
 LIST_PATH = "/v2/client_invoices"
@@ -70,7 +71,7 @@ class Faults:
 
 
 
-class Emulator(EinvoicingRoutes):
+class Emulator(EinvoicingRoutes, OAuthRoutes):
     def __init__(
         self,
         keys: dict[str, str],
@@ -144,67 +145,6 @@ class Emulator(EinvoicingRoutes):
         app.router.add_get(SETTINGS_PATH, self._settings)
         app.router.add_get(CLIENT_PATH, self._client)
         return app
-
-    def add_oauth_client(self, login: str, client_id: str, client_secret: str) -> str:
-        """Register an OAuth client for `login`; returns its first refresh token."""
-        self.oauth_clients[client_id] = (client_secret, login)
-        first = f"rt-{uuid.uuid4().hex}"
-        self.refresh_tokens[first] = (client_id, login)
-        return first
-
-    def revoke_access_tokens(self) -> None:
-        self.bearer_tokens.clear()
-        self._access_expiry.clear()
-
-    async def _authorize(self, request: web.Request) -> web.StreamResponse:
-        """The consent page, already agreed to: back to redirect_uri with a code."""
-        query = request.query
-        client = self.oauth_clients.get(query.get("client_id", ""))
-        redirect = query.get("redirect_uri", "")
-        if client is None or query.get("response_type") != "code" or not redirect:
-            return web.Response(status=400, text="invalid_request")
-        self.consents.append(dict(query))
-        if "offline_access" not in query.get("scope", "").split():
-            raise web.HTTPFound(f"{redirect}?error=invalid_scope&state={query.get('state', '')}")
-        code = f"code-{uuid.uuid4().hex}"
-        self._codes[code] = (query["client_id"], client[1], redirect)
-        raise web.HTTPFound(f"{redirect}?code={code}&state={query.get('state', '')}")
-
-    async def _token(self, request: web.Request) -> web.Response:
-        """Qonto's token endpoint: authorization codes (once each), and refresh tokens
-        that rotate (a used one dies after a short grace)."""
-        form = await request.post()
-        client = self.oauth_clients.get(str(form.get("client_id", "")))
-        if client is None or client[0] != form.get("client_secret"):
-            return web.json_response({"error": "invalid_client"}, status=401)
-        now = asyncio.get_running_loop().time()
-        if form.get("grant_type") == "authorization_code":
-            granted = self._codes.pop(str(form.get("code", "")), None)
-            if granted is None or granted[0] != form.get("client_id") or (
-                granted[2] != form.get("redirect_uri")
-            ):
-                return web.json_response({"error": "invalid_grant"}, status=400)
-            owner: tuple[str, str] | None = (granted[0], granted[1])
-        elif form.get("grant_type") == "refresh_token":
-            used = str(form.get("refresh_token", ""))
-            owner = self.refresh_tokens.pop(used, None)
-            if owner is not None:
-                self._rotated[used] = (owner, now + self.refresh_grace_s)
-            elif used in self._rotated and self._rotated[used][1] > now:
-                owner = self._rotated[used][0]
-        else:
-            return web.json_response({"error": "unsupported_grant_type"}, status=400)
-        if owner is None or owner[0] != form.get("client_id"):
-            return web.json_response({"error": "invalid_grant"}, status=400)
-        self.refreshes += 1
-        access, refresh = f"at-{uuid.uuid4().hex}", f"rt-{uuid.uuid4().hex}"
-        self.bearer_tokens[access] = owner[1]
-        self._access_expiry[access] = asyncio.get_running_loop().time() + self.access_lifetime_s
-        self.refresh_tokens[refresh] = owner
-        return web.json_response({
-            "access_token": access, "token_type": "bearer",
-            "expires_in": self.access_lifetime_s, "refresh_token": refresh,
-        })
 
     async def _list(self, request: web.Request) -> web.Response:
         """The first page of an organization's client invoices (what a probe reads)."""
