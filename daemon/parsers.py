@@ -18,6 +18,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
 
 import structlog
 
@@ -25,6 +26,7 @@ from .aio import wait_first
 from .invoice_xml import Invoice, read_invoice
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 
 _START_TIMEOUT_S = 60.0
@@ -49,7 +51,7 @@ class _Collect(logging.Handler):
                 self.records.append((record.levelno, record.name, record.getMessage()[:500]))
 
 
-def _start_worker(limit_bytes: int, daemon_pid: int) -> None:
+def _start_worker(limit_bytes: int, daemon_pid: int, limit: str, mute: bool) -> None:
     """In the worker, before any parse: memory limit, logging, signals, and a leash."""
     import resource
     import threading
@@ -59,7 +61,14 @@ def _start_worker(limit_bytes: int, daemon_pid: int) -> None:
 
     if limit_bytes > 0:
         # A parse that wants more fails with MemoryError instead of growing.
-        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+        which = getattr(resource, limit)
+        resource.setrlimit(which, (limit_bytes, limit_bytes))
+    if mute:
+        # A native library's crash report (pages of registers) is no log line:
+        # the daemon says what became of the file instead.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
     # The daemon stops its workers itself; a Ctrl-C on the terminal is not for them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     root = logging.getLogger()
@@ -90,9 +99,11 @@ def _exit_with(pid: int) -> None:
         time.sleep(1.0)
 
 
-def _parse(data: bytes, check_xsd: bool) -> tuple[Invoice, list[tuple[int, str, str]]]:
+def _parse(
+    data: bytes, check_xsd: bool, keep_xml: bool
+) -> tuple[Invoice, list[tuple[int, str, str]]]:
     _Collect.records = []
-    return read_invoice(data, check_xsd), _Collect.records
+    return read_invoice(data, check_xsd, keep_xml), _Collect.records
 
 
 def warm_up() -> int:
@@ -123,12 +134,29 @@ def _running(pid: int | None) -> bool:
         return True  # no /proc to ask: the pool finds out when it is used
 
 
-class _Worker:
-    """One worker process, started on first use and replaced after a kill."""
+class Worker:
+    """One worker process, started on first use and replaced after a kill.
 
-    def __init__(self, memory_bytes: int, prepare: Callable[[], int]) -> None:
+    `limit` names the resource limit that bounds its memory: RLIMIT_AS for the
+    PDF parsers; RLIMIT_DATA where a library reserves more address space than it
+    uses (Saxon reserves 32 GB at start). `mute` sends the process's stderr to
+    /dev/null.
+    """
+
+    def __init__(
+        self,
+        memory_bytes: int,
+        prepare: Callable[[], int],
+        *,
+        limit: str = "RLIMIT_AS",
+        mute: bool = False,
+        name: str = "parser",
+    ) -> None:
         self._memory_bytes = memory_bytes
         self._prepare = prepare
+        self._limit = limit
+        self._mute = mute
+        self.name = name
         self._pool: ProcessPoolExecutor | None = None
         self._pid: int | None = None
 
@@ -144,14 +172,18 @@ class _Worker:
                 return
             # It stopped while idle (the OOM killer, an administrator): the file it
             # would have been handed is not to blame; a fresh process reads it.
-            log.warning("parser_restarted", pid=self._pid, reason="the process had stopped")
+            if self.name == "parser":
+                log.warning("parser_restarted", pid=self._pid, reason="the process had stopped")
+            else:
+                log.warning("rules_worker_restarted", pid=self._pid,
+                            reason="the process had stopped")
             self.kill()
         # forkserver: never fork the daemon itself (threads, sockets, SQLite).
         pool = self._pool = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=_start_worker,
-            initargs=(self._memory_bytes, os.getpid()),
+            initargs=(self._memory_bytes, os.getpid(), self._limit, self._mute),
         )
         # Starting a process (the first time, the forkserver too) blocks for tens of
         # milliseconds: not on the event loop, which has a backlog to list meanwhile.
@@ -165,13 +197,23 @@ class _Worker:
             # fork (EOFError: a process limit, no memory): no file's fault.
             raise BrokenProcessPool(f"{type(exc).__name__}: {exc}") from None
         if self._pool is not pool:  # killed meanwhile: that process is not ours any more
-            raise BrokenProcessPool("the parser was stopped while it started")
+            raise BrokenProcessPool(f"the {self.name} was stopped while it started")
         self._pid = pid
-        log.debug("parser_started", pid=pid)
+        if self.name == "parser":
+            log.debug("parser_started", pid=pid)
+        else:
+            log.debug("rules_worker_started", pid=pid)
 
-    async def parse(self, data: bytes, check_xsd: bool) -> Invoice:
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        """`fn(*args)` in the process (a module-level function: it is sent by name)."""
         assert self._pool is not None, "start() first"
-        invoice, records = await asyncio.wrap_future(self._pool.submit(_parse, data, check_xsd))
+        return await asyncio.wrap_future(self._pool.submit(fn, *args))
+
+    async def parse(self, data: bytes, check_xsd: bool, keep_xml: bool = False) -> Invoice:
+        assert self._pool is not None, "start() first"
+        invoice, records = await asyncio.wrap_future(
+            self._pool.submit(_parse, data, check_xsd, keep_xml)
+        )
         for level, logger, message in records:  # what pypdf said, as our own log lines
             emit = log.warning if level >= logging.ERROR else log.debug
             emit("library_message", logger=logger, message=message)
@@ -201,12 +243,14 @@ class ParserPool:
         """`prepare` runs in each new worker before its first parse and returns its
         pid (a module-level function: it is sent to the worker by name)."""
         self._timeout_s = timeout_s
-        self._workers = [_Worker(memory_mb * 1024 * 1024, prepare) for _ in range(workers)]
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._workers = [Worker(memory_mb * 1024 * 1024, prepare) for _ in range(workers)]
+        self._idle: asyncio.Queue[Worker] = asyncio.Queue()
         for worker in self._workers:
             self._idle.put_nowait(worker)
 
-    async def parse(self, data: bytes, *, check_xsd: bool = True) -> Invoice:
+    async def parse(
+        self, data: bytes, *, check_xsd: bool = True, keep_xml: bool = False
+    ) -> Invoice:
         """The invoice XML of a PDF; ParseFailed when it cannot be read within the limits."""
         worker = await self._idle.get()
         try:
@@ -220,7 +264,7 @@ class ParserPool:
                     f"no PDF parser process could be started: {type(exc).__name__} {exc}"
                 ) from None
             async with asyncio.timeout(self._timeout_s):
-                return await worker.parse(data, check_xsd)
+                return await worker.parse(data, check_xsd, keep_xml)
         except TimeoutError:
             worker.kill()
             raise ParseFailed(
@@ -246,7 +290,9 @@ class ParserPool:
         # frame (and the PDF's bytes) in a reference cycle until the next full GC.
         raise ParseFailed(problem) from None
 
-    async def read(self, data: bytes, stopping: asyncio.Event) -> Invoice | str | None:
+    async def read(
+        self, data: bytes, stopping: asyncio.Event, *, keep_xml: bool = False
+    ) -> Invoice | str | None:
         """The invoice XML of a PDF, why it cannot be read (a str), or None when the
         daemon stops first (the parse is then killed, never waited for).
 
@@ -255,7 +301,7 @@ class ParserPool:
         that only a full garbage collection breaks (a backlog of unreadable scans
         would pile up in memory meanwhile).
         """
-        parse = asyncio.ensure_future(self.parse(data))
+        parse = asyncio.ensure_future(self.parse(data, keep_xml=keep_xml))
         await wait_first(parse, stopping)
         if not parse.done():
             parse.cancel()

@@ -21,7 +21,7 @@ import structlog
 
 from . import __version__, signals
 from .aio import wait_event, wait_first
-from .config import Config, FacturxPolicy
+from .config import Config, FacturxPolicy, RulesPolicy
 from .errors import AlreadyRunning, JournalError
 from .flow.pipeline import Pipeline
 from .flow.reconcile import reconcile
@@ -32,6 +32,7 @@ from .notify import Notifier
 from .parsers import ParserPool
 from .redact import Redactor
 from .timing import DEFAULT, MONOTONIC, Intervals
+from .validator import RulesPool
 
 log = structlog.get_logger()
 
@@ -152,13 +153,20 @@ class Service:
         val = cfg.validation
         parsers = (
             ParserPool(val.parse_workers, val.parse_timeout_s, val.parse_memory_mb)
-            if any(f.facturx is not FacturxPolicy.OFF for f in cfg.folders)
+            if any(f.facturx is not FacturxPolicy.OFF or f.rules is not RulesPolicy.OFF
+                   for f in cfg.folders)
+            else None
+        )
+        rules = (
+            RulesPool(val.rules_workers, val.rules_timeout_s, val.rules_memory_mb,
+                      val.rules_idle_s)
+            if any(f.rules is not RulesPolicy.OFF for f in cfg.folders)
             else None
         )
         try:
             async with aiohttp.ClientSession() as session:
                 pipeline = self.pipeline = Pipeline(
-                    cfg, journal=journal, session=session, parsers=parsers,
+                    cfg, journal=journal, session=session, parsers=parsers, rules=rules,
                     notify=self._notify, stopping=self._stopping, redact=self._redact,
                     once=self.once, intervals=self.intervals,
                 )
@@ -178,6 +186,8 @@ class Service:
         finally:
             if parsers is not None:
                 parsers.close()  # never wait for a parse
+            if rules is not None:
+                rules.close()
             await journal.close()
         counts = pipeline.books.counts
         log.info("daemon_stopped", failed=counts.failed, left_waiting=counts.left)

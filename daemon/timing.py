@@ -21,6 +21,7 @@ class Intervals:
     rescan_gap_s: float = 1.0  # full listings asked back to back stay this far apart
     watcher_start_s: float = 1.0  # the first listing waits this long for the watcher
     parser_retry_s: float = 30.0  # a file waits this long when no parser can start
+    rules_retry_s: float = 600.0  # a file the rules could not judge, held: looked at again
     einvoice_recheck_s: float = 30.0  # the journal is read again (`retry --einvoice`)
     einvoice_paused_s: float = 5.0  # while an organization is paused
     idle_poll_s: float = 0.05  # `run --once`: how often it looks for the end

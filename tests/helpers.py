@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -52,7 +53,7 @@ class Workspace:
         """A real Factur-X invoice written (whole) into the inbox."""
         target = (folder or self.inbox) / name
         tmp = target.with_name("." + target.name + ".tmp")
-        facturx_pdf(tmp, number or name, net_cents)
+        facturx_pdf(tmp, number or invoice_number(name), net_cents)
         tmp.rename(target)
         return target
 
@@ -209,3 +210,12 @@ def sending(ws: Workspace, url: str, **sections: Any) -> dict[str, Any]:
     raw = ws.config_dict(url, einvoicing=FAST_EINVOICING, **sections)
     raw["folders"][0]["send_by_einvoice"] = True
     return raw
+
+
+def invoice_number(name: str) -> str:
+    """An invoice number the French rules accept (BR-FR-01, 02), one per file name."""
+    stem = name.rsplit(".", 1)[0] if name.lower().endswith(".pdf") else name
+    clean = re.sub(r"[^0-9A-Za-z+_/-]", "-", stem)
+    if clean == stem and 0 < len(clean) <= 35:
+        return clean
+    return f"{clean[:26]}-{hashlib.sha1(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"

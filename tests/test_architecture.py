@@ -23,7 +23,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "daemon"
 FLOW_LAYERS = [
     {"records"},
     {"books"},
-    {"discover", "settle", "examine", "facturx", "batcher", "orgs", "filing", "lifecycle"},
+    {"discover", "settle", "examine", "facturx", "batcher", "orgs", "filing", "lifecycle",
+     "rules"},
     {"decide"},
     {"upload"},
     {"intake"},
@@ -34,16 +35,16 @@ FLOW_LAYERS = [
 # Modules with no I/O of their own: unit-testable without a folder, a socket or a file.
 PURE = {
     "daemon.flow.records", "daemon.flow.facturx", "daemon.flow.batcher", "daemon.flow.books",
-    "daemon.backoff", "daemon.redact", "daemon.identity", "daemon.timing",
+    "daemon.flow.rules", "daemon.backoff", "daemon.redact", "daemon.identity", "daemon.timing",
 }
 EDGES = {
     "aiohttp", "aiosqlite", "watchfiles", "sqlite3", "socket", "subprocess", "multiprocessing",
     "daemon.journal", "daemon.qonto.client", "daemon.mover", "daemon.watcher", "daemon.parsers",
-    "daemon.notify", "daemon.lock",
+    "daemon.notify", "daemon.lock", "daemon.validator",
 }
 COMPOSERS = {"daemon.service", "daemon.cli", "daemon.__main__", "daemon.emulator"}
 # A leaf grown into a few modules is still a leaf.
-LEAF_PACKAGES = {"config"}
+LEAF_PACKAGES = {"config", "rulesets"}
 
 
 def module_name(path: Path) -> str:

@@ -72,7 +72,7 @@ async def test_require_fails_everything_but_valid_facturx_and_sends_nothing_else
     row = await journal_row(ws, sha256_of(ws.failed / "invalid.pdf"))
     assert row.state == "failed" and row.facts["number"] == "BAD-XSD"
     queued = {Path(e["path"]).name: e for e in events(_logs, "file_queued")}
-    assert queued["valid.pdf"]["facturx"] == "factur-x/minimum"
+    assert queued["valid.pdf"]["facturx"] == "factur-x/en16931"
     assert queued["valid.pdf"]["number"] == "F-VALID"
 
 
@@ -127,7 +127,7 @@ async def test_lookup_json_shows_what_the_xml_said(ws, qonto):
                                  str(ws.done / "F-2026-0042.pdf"))
     row = json.loads(out)
     assert row["state"] == "done" and row["facturx"] == {
-        "flavor": "factur-x", "profile": "minimum", "number": "F-2026-0042",
+        "flavor": "factur-x", "profile": "en16931", "number": "F-2026-0042",
         "issue_date": "2026-11-24", "seller": "ACME SAS", "buyer": "Client SARL",
         "grand_total": "578.53", "currency": "EUR",
     }

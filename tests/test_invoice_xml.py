@@ -15,10 +15,12 @@ CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 
 def test_a_facturx_invoice_made_here(tmp_path):
     found = read_invoice(facturx_pdf(tmp_path / "f.pdf", "F-2026-7", 12345).read_bytes())
-    assert (found.attachment, found.flavor, found.profile) == ("factur-x.xml", FACTURX, "minimum")
+    assert (found.attachment, found.flavor, found.profile) == ("factur-x.xml", FACTURX, "en16931")
     assert found.xsd_errors == ()
+    assert found.seller_country == "FR"
+    assert found.xml is None  # only when asked for
     assert found.facts() == {
-        "flavor": "factur-x", "profile": "minimum", "number": "F-2026-7",
+        "flavor": "factur-x", "profile": "en16931", "number": "F-2026-7",
         "issue_date": "2026-11-24", "seller": "ACME SAS", "buyer": "Client SARL",
         "grand_total": "148.14", "currency": "EUR",
     }

@@ -165,7 +165,7 @@ async def test_a_journal_of_schema_1_gets_the_invoice_facts_columns(tmp_path):
     finally:
         await journal.close()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"invoices", "organizations", "oauth_tokens", "einvoices"} <= tables
     conn.close()
@@ -253,7 +253,7 @@ async def test_a_journal_of_schema_3_keeps_its_e_invoices_with_their_events(tmp_
     finally:
         await journal.close()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()
 
 
@@ -459,3 +459,42 @@ async def test_events_migrated_from_v3_are_not_logged_again_at_the_next_look(tmp
     assert [x.at for x in e.events] == ["2026-11-01T10:00:01.5Z", "2026-11-01T10:00:02.5Z",
                                         "2026-11-01T10:03:00.0Z"]  # Qonto's own times
     assert [x["code"] for x in _logs if x["event"] == "einvoice_status_changed"] == [202]
+
+
+async def test_a_journal_of_schema_4_gets_the_business_rules_column(tmp_path):
+    """Schema 4 is what the previous main wrote: its rows stay, each invoice can now
+    keep what the business rules said of it."""
+    from daemon.journal import schema
+
+    db = tmp_path / "state.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(SCHEMA_0_1_0)
+        for script in (schema.MIGRATE_TO_2, schema.MIGRATE_TO_3, schema.MIGRATE_TO_4):
+            for statement in schema.statements(script):
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 4")
+        conn.execute(
+            "INSERT INTO invoices (org, sha256, state, invoice_id, path, file_name, size, "
+            "attempts, created_at, updated_at, flavor, profile, invoice_number) VALUES "
+            "(?, ?, 'done', 'inv-1', ?, 'a.pdf', 10, 1, 't0', 't1', 'factur-x', 'en16931', 'A-1')",
+            (LOGIN, "cd" * 32, os.fsencode(tmp_path / "a.pdf")),
+        )
+    conn.close()
+    journal = await Journal.open(db)
+    try:
+        old = await journal.get(LOGIN, "cd" * 32)
+        assert old is not None and old.invoice_id == "inv-1" and old.rules is None
+        assert old.facts is not None and old.facts["number"] == "A-1"
+        from daemon.invoice_xml import Invoice
+
+        report = '{"verdict": "failed", "fatal": ["BR-CO-10"]}'
+        invoice = Invoice(attachment="factur-x.xml", flavor="factur-x", profile="en16931",
+                          number="B-1", seller_key="fr1", rules=report)
+        await journal.enqueue(LOGIN, "ef" * 32, tmp_path / "b.pdf", "b.pdf", 10, invoice)
+        new = await journal.get(LOGIN, "ef" * 32)
+        assert new is not None and new.rules == {"verdict": "failed", "fatal": ["BR-CO-10"]}
+    finally:
+        await journal.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    conn.close()

@@ -119,6 +119,10 @@ async def _judge(
             assert decision.problem is not None
             return out | {"would": "fail", "reason": decision.problem.reason,
                           "detail": decision.problem.detail}
+        case Verdict.HOLD:
+            assert decision.problem is not None
+            return out | {"would": "wait", "reason": decision.problem.reason,
+                          "detail": decision.problem.detail}
         case Verdict.INCOMPLETE:
             return out | {"would": "wait",
                           "detail": "it does not end like a complete file: its writer may "

@@ -20,6 +20,7 @@ from .model import (
     NumberPolicy,
     OAuth,
     Organization,
+    RulesPolicy,
     Secret,
     UploadConfig,
     ValidationConfig,
@@ -29,6 +30,6 @@ from .model import (
 __all__ = [
     "DEFAULT_BASE_URL", "DEFAULT_TOKEN_URL", "DUPLICATE_NUMBER_POLICIES", "FACTURX_POLICIES",
     "MAX_FILES_PER_REQUEST", "Config", "EinvoicingConfig", "FacturxPolicy", "Folder",
-    "NumberPolicy", "OAuth", "Organization", "Secret", "UploadConfig", "ValidationConfig",
-    "WatchConfig", "from_dict", "load",
+    "NumberPolicy", "OAuth", "Organization", "RulesPolicy", "Secret", "UploadConfig",
+    "ValidationConfig", "WatchConfig", "from_dict", "load",
 ]

@@ -20,12 +20,14 @@ from .model import (
     DEFAULT_BASE_URL,
     DUPLICATE_NUMBER_POLICIES,
     FACTURX_POLICIES,
+    RULES_POLICIES,
     Config,
     EinvoicingConfig,
     FacturxPolicy,
     Folder,
     NumberPolicy,
     Organization,
+    RulesPolicy,
     UploadConfig,
     ValidationConfig,
     WatchConfig,
@@ -95,7 +97,7 @@ def from_dict(
     no_folders: tuple[Folder, ...] = ()
     folders = attempt(
         lambda: _folders(
-            raw.get("folders"), env, base_dir, main_org, validation.facturx, notes, secrets
+            raw.get("folders"), env, base_dir, main_org, validation, notes, secrets
         ),
         no_folders,
     )
@@ -206,7 +208,20 @@ def _validation(raw: Mapping[str, Any]) -> ValidationConfig:
         ),
         parse_memory_mb=val.positive("parse_memory_mb", int, ValidationConfig.parse_memory_mb),
         parse_workers=val.positive("parse_workers", int, ValidationConfig.parse_workers),
+        rules=RulesPolicy(choice(val, "rules", RULES_POLICIES, "off"))
+        if "rules" in (raw.get("validation") or {}) else None,
+        rules_timeout_s=val.positive(
+            "rules_timeout_seconds", float, ValidationConfig.rules_timeout_s
+        ),
+        rules_memory_mb=val.positive("rules_memory_mb", int, ValidationConfig.rules_memory_mb),
+        rules_workers=val.positive("rules_workers", int, ValidationConfig.rules_workers),
+        rules_idle_s=val.positive("rules_idle_seconds", float, ValidationConfig.rules_idle_s),
     )
+    if validation.rules_memory_mb < 512:
+        val.problems.append(
+            "validation.rules_memory_mb must be at least 512 (Saxon with the rules compiled "
+            "takes about 300 MB)"
+        )
     if validation.parse_memory_mb < 128:
         val.problems.append(
             "validation.parse_memory_mb must be at least 128 (the parser's own size)"
@@ -261,7 +276,7 @@ def _folders(
     env: Mapping[str, str],
     base_dir: Path,
     main_org: Organization,
-    facturx: str,
+    validation: ValidationConfig,
     notes: list[str],
     read: Reading = True,
 ) -> tuple[Folder, ...]:
@@ -274,7 +289,7 @@ def _folders(
     problems: list[str] = []
     for index, item in enumerate(raw):
         try:
-            folder = _folder(index, item, env, base_dir, main_org, facturx, notes, read)
+            folder = _folder(index, item, env, base_dir, main_org, validation, notes, read)
         except ConfigError as exc:
             problems.extend(str(exc).splitlines())  # and the next folders are read too
             continue
@@ -297,7 +312,7 @@ def _folder(
     env: Mapping[str, str],
     base_dir: Path,
     main_org: Organization,
-    facturx: str,
+    validation: ValidationConfig,
     notes: list[str],
     read: Reading,
 ) -> Folder:
@@ -312,14 +327,20 @@ def _folder(
     # A PDF without valid Factur-X XML cannot be an e-invoice: such a folder
     # fails it before import, unless it says otherwise.
     policy = FacturxPolicy(
-        choice(table, "facturx", FACTURX_POLICIES, "require" if send else facturx)
+        choice(table, "facturx", FACTURX_POLICIES, "require" if send else validation.facturx)
     )
+    # The platform rejects an e-invoice that breaks a rule: such a folder checks
+    # them before import, unless it says otherwise.
+    rules = RulesPolicy(choice(
+        table, "rules", RULES_POLICIES,
+        "require" if send else (validation.rules or RulesPolicy.OFF),
+    ))
     org = organization(table, env, base_dir, parent=main_org, notes=notes, read=read)
     table.finish()
     if len({inbox, done, failed}) != 3:
         raise ConfigError(f"{where}: inbox, done and failed must be three different folders")
     return Folder(inbox=inbox, done=done, failed=failed, org=org, facturx=policy,
-                  send_by_einvoice=send)
+                  send_by_einvoice=send, rules=rules)
 
 
 def _real(path: Path) -> Path:

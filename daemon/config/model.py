@@ -84,6 +84,14 @@ class FacturxPolicy(StrEnum):
     OFF = "off"
 
 
+class RulesPolicy(StrEnum):
+    """What a folder does with a Factur-X invoice that breaks a business rule."""
+
+    OFF = "off"
+    WARN = "warn"
+    REQUIRE = "require"
+
+
 class NumberPolicy(StrEnum):
     """What to do with a re-exported invoice (its number already imported)."""
 
@@ -93,6 +101,7 @@ class NumberPolicy(StrEnum):
 
 
 FACTURX_POLICIES = tuple(FacturxPolicy)
+RULES_POLICIES = tuple(RulesPolicy)
 DUPLICATE_NUMBER_POLICIES = tuple(NumberPolicy)
 
 
@@ -105,6 +114,7 @@ class Folder:
     facturx: FacturxPolicy = FacturxPolicy.WARN  # [validation] facturx, or the folder's own
     # Imported invoices are sent through Qonto's e-invoicing platform.
     send_by_einvoice: bool = False
+    rules: RulesPolicy = RulesPolicy.OFF  # [validation] rules, or the folder's own
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,12 @@ class ValidationConfig:
     parse_timeout_s: float = 10.0
     parse_memory_mb: int = 512
     parse_workers: int = 2
+    # None: "off", and "require" in send_by_einvoice folders.
+    rules: RulesPolicy | None = None
+    rules_timeout_s: float = 20.0
+    rules_memory_mb: int = 1024
+    rules_workers: int = 1
+    rules_idle_s: float = 300.0  # then the workers (hundreds of MB each) stop
 
 
 @dataclass(frozen=True)

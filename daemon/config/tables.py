@@ -185,7 +185,7 @@ ORG_KEYS = frozenset({
     *_sources("secret_key"), *_sources("staging_token"), *_sources("client_secret"),
     *_sources("refresh_token"),
 })
-FOLDER_KEYS = frozenset({"inbox", "done", "failed", "facturx", "send_by_einvoice"})
+FOLDER_KEYS = frozenset({"inbox", "done", "failed", "facturx", "send_by_einvoice", "rules"})
 
 
 def organization(

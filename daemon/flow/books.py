@@ -36,6 +36,7 @@ class Why(StrEnum):
     PAUSED = "paused"  # its organization is paused (401/403)
     UNREADABLE = "unreadable"  # cannot be opened: tried again at every scan
     NOT_MOVED = "not_moved"  # filed in the journal, the move refused: tried again
+    RULES_UNKNOWN = "rules_unknown"  # the business rules could not judge it: held
 
 
 @dataclass(frozen=True)
@@ -173,11 +174,14 @@ class Books:
     def kept(self, seen: Seen) -> bool:
         return self._kept.get(seen.path) == seen.identity
 
-    def warn_once(self, path: Path, event: str, detail: str, **fields: object) -> None:
+    def warn_once(
+        self, path: Path, event: str, detail: str, *, level: str = "warning", **fields: object
+    ) -> None:
         """A warning about a file that stays where it is: said once, not at every scan."""
         if self._warned.get(path) != detail:
             self._warned[path] = detail
-            log.warning(event, path=path, detail=detail, **fields)
+            emit = log.error if level == "error" else log.warning
+            emit(event, path=path, detail=detail, **fields)
 
     def read_fine(self, path: Path) -> None:
         self._warned.pop(path, None)

@@ -18,7 +18,9 @@ from ..config import Folder, NumberPolicy
 from ..invoice_xml import Invoice
 from ..journal import Journal, Record, State
 from .facturx import duplicate_number, under_policy
+from .lifecycle import platform_rejected
 from .records import Inspection, Problem
+from .rules import RulesVerdict
 
 log = structlog.get_logger()
 
@@ -29,6 +31,7 @@ class Verdict(StrEnum):
     KNOWN = "known"  # the content already has an invoice_id: done/, without an upload
     FAIL = "fail"  # it can never be imported: failed/
     INCOMPLETE = "incomplete"  # it stops short of its format's end: wait for its writer
+    HOLD = "hold"  # the business rules could not judge it, and the folder requires them
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Decision:
     verdict: Verdict
     problem: Problem | None = None  # FAIL: why
     warning: Problem | None = None  # SEND: what a "warn" policy says of it
+    rules_warning: Problem | None = None  # SEND: what "warn" business rules say of it
     record: Record | None = None  # KNOWN, TWIN: the journal's row for this content
     # FAIL of a file the journal already knew at this path (a kill, a refused move):
     # a copy already complete in failed/ is recognised instead of made twice.
@@ -56,8 +60,11 @@ async def decide(
     *,
     numbers: NumberPolicy,
     in_hand: Container[Path],
+    rules: RulesVerdict | None = None,
 ) -> Decision:
-    """The decision for one examined file. `in_hand`: the files the daemon holds now."""
+    """The decision for one examined file. `in_hand`: the files the daemon holds now.
+    `rules`: the business rules' verdict, when they were checked."""
+    rules = rules or RulesVerdict()
     record = await journal.get(folder.org.key, found.sha256)
     # The journal already holds this very file (a kill, or a folder that refused it).
     here = record is not None and record.path == path
@@ -68,8 +75,11 @@ async def decide(
             return Decision(Verdict.KNOWN, record=record)
         # Dropped here to be e-invoiced: judged as a new file would be.
         problem, _ = under_policy(folder.facturx, found.kind, invoice, unreadable)
+        problem = problem or rules.problem
         if problem is not None and found.complete:
             return Decision(Verdict.FAIL, problem=problem, invoice=invoice)
+        if rules.hold is not None:
+            return Decision(Verdict.HOLD, problem=rules.hold)
         return Decision(Verdict.KNOWN, record=record, einvoice=True)
     if record is not None and record.state is State.FAILED and here:
         # Rejected before, and failed/ refused it: move it, never send it again.
@@ -78,6 +88,9 @@ async def decide(
     if not found.complete:
         return Decision(Verdict.INCOMPLETE)
     problem, warning = under_policy(folder.facturx, found.kind, invoice, unreadable)
+    problem = problem or rules.problem
+    if problem is None and rules.hold is not None:
+        return Decision(Verdict.HOLD, problem=rules.hold)
     if problem is None:
         problem = await _number_taken(
             journal, folder, path, found, invoice, numbers=numbers, in_hand=in_hand
@@ -91,7 +104,7 @@ async def decide(
         and record.path in in_hand
     ):
         return Decision(Verdict.TWIN, record=record)
-    return Decision(Verdict.SEND, warning=warning)
+    return Decision(Verdict.SEND, warning=warning, rules_warning=rules.warning)
 
 
 async def _number_taken(
@@ -121,6 +134,17 @@ async def _number_taken(
         first = None
     if first is None:
         return None
+    if first.invoice_id is not None:
+        sent = await journal.einvoice(folder.org.key, first.invoice_id)
+        if sent is not None and platform_rejected(sent.state, sent.einvoicing_status, sent.codes):
+            # The platform rejected the first one: a corrected re-export under the
+            # same number is the expected fix, and goes out.
+            log.info(
+                "invoice_correction", path=path, sha256=found.sha256, org=folder.org.key,
+                number=invoice.number, seller=invoice.seller, corrects=first.invoice_id,
+                first_path=first.path,
+            )
+            return None
     problem = duplicate_number(invoice, first.invoice_id, first.path)
     match numbers:
         case NumberPolicy.FAIL:

@@ -10,20 +10,24 @@ same invoice number twice) are taken one at a time. Every file ends in one
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from .. import qonto
-from ..config import Config, FacturxPolicy, Folder
+from ..config import Config, FacturxPolicy, Folder, RulesPolicy
 from ..errors import FileChanged, JournalUnavailable, UnsafeFile
 from ..invoice_xml import Invoice
 from ..journal import Journal
 from ..parsers import ParserPool, ParserUnavailable
 from ..timing import DEFAULT, MONOTONIC, Clock, Intervals
+from ..validator import RulesPool
 from . import examine
 from .batcher import Limits
 from .books import Books, Why
@@ -31,6 +35,7 @@ from .decide import Decision, Verdict, decide
 from .filing import Filing
 from .orgs import Org
 from .records import Content, Inspection, Kind, Outcome, Pending, Problem, Seen
+from .rules import RulesVerdict, judge, recorded, with_profile
 from .settle import Settled, Unfinished
 from .upload import OrgUploader
 
@@ -72,10 +77,12 @@ class Intake:
         orgs: Mapping[str, Org],
         limits: Limits,
         parsers: ParserPool | None,
+        rules: RulesPool | None = None,
         stopping: asyncio.Event,
         once: bool,
         intervals: Intervals = DEFAULT,
         clock: Clock = MONOTONIC,
+        today: Callable[[], date] = date.today,
     ) -> None:
         self.config = config
         self._once = once
@@ -88,6 +95,8 @@ class Intake:
         self._orgs = orgs
         self._limits = limits
         self._parsers = parsers
+        self._rules = rules
+        self._today = today
         self._stopping = stopping
         self._intervals = intervals
         self._clock = clock
@@ -143,8 +152,16 @@ class Intake:
         if parsed is None:
             return Outcome.LEFT  # the daemon stops: the file is read at the next start
         invoice, unreadable = parsed
+        verdict: RulesVerdict | None = None
+        if invoice is not None and invoice.xml is not None:
+            checked = await self._check_rules(folder, path, found, invoice)
+            if checked is None:
+                return Outcome.LEFT  # the daemon stops: the file is read at the next start
+            invoice, verdict = checked
         try:
-            return await self._decide_and_act(folder, path, name, found, invoice, unreadable)
+            return await self._decide_and_act(
+                folder, path, name, found, invoice, unreadable, verdict
+            )
         except FileChanged:
             return Outcome.CHANGED
 
@@ -178,21 +195,39 @@ class Intake:
     ) -> tuple[Invoice | None, str | None] | None:
         """(the invoice XML, why it could not be read) of a complete PDF, read in a
         parser worker; None when the daemon stops first."""
+        rules = self._rules is not None and folder.rules is not RulesPolicy.OFF
         if (
             self._parsers is None
-            or folder.facturx is FacturxPolicy.OFF
+            or (folder.facturx is FacturxPolicy.OFF and not rules)
             or found.problem is not None
             or found.kind is not Kind.PDF
             or not found.complete
         ):
             return None, None
         log.debug("file_parsing", path=path, sha256=found.sha256)
-        read = await self._parsers.read(content.data, self._stopping)
+        read = await self._parsers.read(content.data, self._stopping, keep_xml=rules)
         if read is None:
             return None
         if isinstance(read, str):
             return None, read
         return read, None
+
+    async def _check_rules(
+        self, folder: Folder, path: Path, found: Inspection, invoice: Invoice
+    ) -> tuple[Invoice, RulesVerdict] | None:
+        """(the invoice with the rules' report, their verdict) of a Factur-X invoice that
+        passed its XSD, checked in a rules worker; None when the daemon stops first."""
+        assert self._rules is not None and invoice.xml is not None
+        log.debug("rules_checking", path=path, sha256=found.sha256, profile=invoice.profile)
+        report = await self._rules.check(
+            invoice.xml, invoice.profile, invoice.seller_country, self._stopping
+        )
+        if report is None:
+            return None
+        report = with_profile(
+            report, invoice.profile, einvoice=folder.send_by_einvoice, today=self._today()
+        )
+        return recorded(invoice, report), judge(folder.rules, report)
 
     async def _decide_and_act(
         self,
@@ -202,16 +237,18 @@ class Intake:
         found: Inspection,
         invoice: Invoice | None,
         unreadable: str | None,
+        rules: RulesVerdict | None = None,
     ) -> Step:
         """Decide under the lock (queueing, twins); file away outside it (moves can be slow)."""
         async with self._deciding:
             decision = await decide(
                 self._journal, folder, path, found, invoice, unreadable,
                 numbers=self.config.validation.duplicate_number, in_hand=self._books,
+                rules=rules,
             )
             match decision.verdict:
                 case Verdict.SEND:
-                    await self._enqueue(folder, path, name, found, invoice, decision.warning)
+                    await self._enqueue(folder, path, name, found, invoice, decision)
                     return Queued()
                 case Verdict.TWIN:
                     assert decision.record is not None
@@ -220,7 +257,7 @@ class Intake:
                     log.info("file_queued", path=path, sha256=found.sha256, org=folder.org.key,
                              twin_of=decision.record.path)
                     return Queued()
-                case Verdict.KNOWN | Verdict.FAIL | Verdict.INCOMPLETE:
+                case Verdict.KNOWN | Verdict.FAIL | Verdict.INCOMPLETE | Verdict.HOLD:
                     pass
         return await self._act(folder, path, name, found, decision)
 
@@ -236,12 +273,19 @@ class Intake:
                 )
             case Verdict.FAIL:
                 assert decision.problem is not None
+                extra: dict[str, Any] = {}
+                if decision.problem.reason == "rules_failed":
+                    # Each finding (rule id, text, location) in the sidecar too.
+                    extra["findings"] = _report(decision.invoice).get("findings", [])
                 return await self._fail(
                     folder, path, found, name, decision.problem,
-                    recovered=decision.recovered, invoice=decision.invoice,
+                    recovered=decision.recovered, invoice=decision.invoice, **extra,
                 )
             case Verdict.INCOMPLETE:
                 return await self._incomplete(folder, path, found, name)
+            case Verdict.HOLD:
+                assert decision.problem is not None
+                return self._hold(folder, path, found, decision.problem)
             case Verdict.SEND | Verdict.TWIN:
                 raise AssertionError("taken under the lock")
 
@@ -252,9 +296,10 @@ class Intake:
         name: str,
         found: Inspection,
         invoice: Invoice | None,
-        warning: Problem | None,
+        decision: Decision,
     ) -> None:
         org = folder.org.key
+        warning = decision.warning
         self._unfinished.forget(path)
         await self._journal.enqueue(org, found.sha256, path, name, found.size, invoice,
                                     wait=False)
@@ -264,6 +309,13 @@ class Intake:
                 "facturx_warning", path=path, sha256=found.sha256, org=org,
                 reason=warning.reason, detail=warning.detail,
             )
+        if (rules := decision.rules_warning) is not None:
+            said = {"path": path, "sha256": found.sha256, "org": org,
+                    "rules": self._rules_ids(invoice), "detail": rules.detail}
+            if rules.reason == "rules_unknown":  # not judged: imported all the same
+                log.warning("rules_unknown", **said)
+            else:  # imported although it breaks rules
+                log.warning("rules_warning", **said)
         log.info(
             "file_queued", path=path, sha256=found.sha256, org=org, size=found.size,
             type=found.kind, facturx=invoice.label if invoice else None,
@@ -282,6 +334,29 @@ class Intake:
             wire_bytes=found.size + qonto.part_overhead(name, content_type),
         ))
 
+    @staticmethod
+    def _rules_ids(invoice: Invoice | None) -> list[str]:
+        """The fatal rule ids recorded with the invoice."""
+        fatal = _report(invoice).get("fatal")
+        return [str(r) for r in fatal] if isinstance(fatal, list) else []
+
+    def _hold(self, folder: Folder, path: Path, found: Inspection, problem: Problem) -> Step:
+        """The rules could not judge it and the folder requires them: it waits in its
+        inbox, and is judged again later (a fresh checker, or another configuration)."""
+        self._books.warn_once(
+            path, "rules_unknown", problem.detail, level="error", sha256=found.sha256,
+            org=folder.org.key,
+            hint="the file stays in its inbox and is checked again every "
+            f"{self._intervals.rules_retry_s:g} s; to import it without the rules' verdict, "
+            'set rules = "warn" for its folder',
+        )
+        if self._once:
+            return Outcome.LEFT
+        return Later(
+            Seen(path, found.identity), self._clock() + self._intervals.rules_retry_s,
+            Why.RULES_UNKNOWN,
+        )
+
     async def _fail(
         self,
         folder: Folder,
@@ -292,11 +367,12 @@ class Intake:
         *,
         recovered: bool = False,
         invoice: Invoice | None = None,
+        **extra: Any,
     ) -> Outcome:
         dest = await self._filing.failed(
             folder, path, sha256=found.sha256, file_name=name, size=found.size,
             reason=problem.reason, detail=problem.detail, expect=found.identity,
-            recovered=recovered, invoice=invoice,
+            recovered=recovered, invoice=invoice, **extra,
         )
         # Not moved: the rejection is recorded; the next scan moves it, never sends it.
         return self._filed(path, dest, Outcome.FAILED)
@@ -390,3 +466,11 @@ class Intake:
             return outcome
         self._books.waits(path, Why.NOT_MOVED)
         return Outcome.LEFT
+
+
+def _report(invoice: Invoice | None) -> dict[str, object]:
+    """The business rules' report recorded with an invoice (empty when not checked)."""
+    if invoice is None or invoice.rules is None:
+        return {}
+    found = json.loads(invoice.rules)
+    return found if isinstance(found, dict) else {}

@@ -170,6 +170,15 @@ def bucket(state: EinvoiceState, status: str | None, codes: Sequence[object]) ->
             return Bucket.DELIVERED if any(c >= 202 for c in seen) else Bucket.SUBMITTED
 
 
+def platform_rejected(state: EinvoiceState, status: str | None, codes: Sequence[object]) -> bool:
+    """Rejected by the platform (213), refused by Qonto, or a failed submission: the
+    invoice never reached its buyer, and a corrected re-export is the expected fix.
+    (A buyer's refusal, 210, is not: that calls for a credit note.)"""
+    return (
+        213 in numbers(codes) or status in FAILED_STATUSES or state is EinvoiceState.REJECTED
+    )
+
+
 def einvoice_counts(
     summaries: Iterable[tuple[str, EinvoiceState, str | None, Sequence[object]]],
 ) -> dict[str, dict[str, int]]:

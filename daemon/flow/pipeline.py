@@ -21,6 +21,7 @@ from ..parsers import ParserPool
 from ..qonto import QontoClient, RateLimiter, Slots
 from ..redact import Redactor
 from ..timing import DEFAULT, Intervals
+from ..validator import RulesPool
 from .batcher import Limits
 from .books import Books
 from .discover import Discovery
@@ -45,6 +46,7 @@ class Pipeline:
         journal: Journal,
         session: aiohttp.ClientSession,
         parsers: ParserPool | None,
+        rules: RulesPool | None = None,
         notify: Notifier,
         stopping: asyncio.Event,
         redact: Redactor,
@@ -96,7 +98,7 @@ class Pipeline:
             cfg, journal=journal, books=self.books, settled=self.settled,
             unfinished=unfinished, filing=filing, uploads=self.uploads, orgs=self.orgs,
             limits=limits,
-            parsers=parsers, stopping=stopping, once=once, intervals=intervals,
+            parsers=parsers, rules=rules, stopping=stopping, once=once, intervals=intervals,
         )
         self.einvoicing = Einvoicing(
             journal=journal, orgs=self.orgs, settings=cfg.einvoicing, upload=cfg.upload,

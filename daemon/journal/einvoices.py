@@ -122,6 +122,12 @@ class Einvoices(Store):
         )
         return next((r[0] for r in rows if r[0] is not None), None)
 
+    async def einvoice(self, org: str, invoice_id: str) -> Einvoice | None:
+        rows = await self._db.execute_fetchall(
+            "SELECT * FROM einvoices WHERE org = ? AND invoice_id = ?", (org, invoice_id)
+        )
+        return next((_einvoice(r) for r in rows), None)
+
     async def einvoices_of(self, org: str, sha256: str) -> list[Einvoice]:
         try:
             rows = await self._db.execute_fetchall(

@@ -5,6 +5,7 @@ A row's state moves queued -> sending -> imported -> done, or to failed.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +46,7 @@ class Record:
     facts: dict[str, str | None] | None = None  # what the invoice XML said, if any
     seller_key: str | None = None
     trace_id: str | None = None  # Qonto's, with the last error
+    rules: dict[str, object] | None = None  # the business rules' report, when they ran
 
 
 
@@ -64,7 +66,18 @@ def _record(row: sqlite3.Row) -> Record:
         facts=_facts(row),
         seller_key=row["seller_key"] if "seller_key" in row.keys() else None,  # noqa: SIM118
         trace_id=row["trace_id"] if "trace_id" in row.keys() else None,  # noqa: SIM118
+        rules=_rules(row),
     )
+
+
+def _rules(row: sqlite3.Row) -> dict[str, object] | None:
+    if "rules" not in row.keys() or not row["rules"]:  # noqa: SIM118 (Row: values)
+        return None
+    try:
+        found = json.loads(row["rules"])
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _facts(row: sqlite3.Row) -> dict[str, str | None] | None:
@@ -78,18 +91,21 @@ def _facts(row: sqlite3.Row) -> dict[str, str | None] | None:
     }
 
 
-_COLUMNS = ", ".join(FACT_COLUMNS)
-_MARKS = ", ".join("?" * len(FACT_COLUMNS))
+# What the invoice XML says, and what the business rules said of it.
+_WRITTEN = (*FACT_COLUMNS, "rules")
+_COLUMNS = ", ".join(_WRITTEN)
+_MARKS = ", ".join("?" * len(_WRITTEN))
 # A later write without facts (a move, a retry) keeps the ones recorded.
-_KEEP = ", ".join(f"{c} = COALESCE(excluded.{c}, {c})" for c in FACT_COLUMNS)
+_KEEP = ", ".join(f"{c} = COALESCE(excluded.{c}, {c})" for c in _WRITTEN)
 
 
 def _fact_values(invoice: Invoice | None) -> tuple[str | None, ...]:
     if invoice is None or invoice.flavor is None:
-        return (None,) * len(FACT_COLUMNS)
+        return (None,) * len(_WRITTEN)
     return (
         invoice.flavor, invoice.profile, invoice.number, invoice.type_code, invoice.issue_date,
         invoice.seller, invoice.seller_key, invoice.buyer, invoice.grand_total, invoice.currency,
+        invoice.rules,
     )
 
 

@@ -92,10 +92,15 @@ ALTER TABLE invoices ADD COLUMN trace_id TEXT;
 ALTER TABLE organizations ADD COLUMN unreachable_since TEXT;
 """
 
+# 5: what the business rules (EN 16931, Factur-X, BR-FR) said of each invoice, JSON.
+MIGRATE_TO_5 = """
+ALTER TABLE invoices ADD COLUMN rules TEXT;
+"""
 # PRAGMA user_version. 0: 0.1.0's unversioned journal (the v1 tables); 1: versioned;
 # 2: what the invoice XML says (flavor, profile, number, seller...); 3: e-invoices;
-# 4: e-invoice events with their time and reason, held e-invoices, trace_ids.
-SCHEMA_VERSION = 4
+# 4: e-invoice events with their time and reason, held e-invoices, trace_ids;
+# 5: the business rules' findings.
+SCHEMA_VERSION = 5
 HINT_DAMAGED = (
     "stop the daemon, move the file away and restore it from a backup; or move it away to "
     "start a new journal (files already in done/ are not read again, and content sent again "
@@ -148,6 +153,8 @@ async def migrate(db: aiosqlite.Connection, path: Path) -> None:
             steps += statements(MIGRATE_TO_3)
         if version < 4:
             steps += statements(MIGRATE_TO_4)
+        if version < 5:
+            steps += statements(MIGRATE_TO_5)
         for statement in steps:
             await run_closed(db, statement)
         if 0 < version < 4:

@@ -18,6 +18,7 @@ from helpers import (
     LOGIN,
     Workspace,
     events,
+    invoice_number,
     names,
     sending,
     sha256_of,
@@ -33,7 +34,7 @@ from daemon.testing.samples import facturx_pdf
 
 def unreachable(ws: Workspace, name: str) -> Path:
     tmp = ws.root / f".{name}"
-    facturx_pdf(tmp, name.upper(), buyer="UNREACHABLE SARL")
+    facturx_pdf(tmp, invoice_number(name).upper(), buyer="UNREACHABLE SARL")
     return tmp.rename(ws.inbox / name)
 
 
