@@ -111,12 +111,34 @@ def _parser() -> object:
     return etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
 
+def drop_entities(root: object) -> None:
+    """Remove the entity references left unresolved in a tree (their text with them).
+
+    Nothing reads what they name; left in, they break XSD validation ("Internal
+    error") and would send a later reader (Saxon) looking for their definition.
+    """
+    from lxml import etree
+
+    for entity in list(root.iter(etree.Entity)):  # type: ignore[attr-defined]
+        parent = entity.getparent()
+        if parent is None:
+            continue
+        if entity.tail:
+            previous = entity.getprevious()
+            if previous is not None:
+                previous.tail = (previous.tail or "") + entity.tail
+            else:
+                parent.text = (parent.text or "") + entity.tail
+        parent.remove(entity)
+
+
 def _read_xml(name: str, content: bytes, check_xsd: bool) -> Invoice | None:
     from facturx import get_flavor, get_level
     from lxml import etree
 
     try:
         root = etree.fromstring(content, parser=_parser())
+        drop_entities(root)
     except etree.XMLSyntaxError as exc:
         if name.lower() in FACTURX_NAMES:  # meant as Factur-X, but broken
             where = f"line {exc.lineno}: " if exc.lineno else ""
@@ -169,9 +191,14 @@ def _xsd_errors(root: object, profile: str | None) -> tuple[str, ...]:
 
     if profile not in FACTURX_LEVEL2xsd:
         return (f"the profile {profile!r} is not one of Factur-X's",)
+    from lxml import etree
+
     schema = _schema(profile)
-    if schema.validate(root):  # type: ignore[attr-defined]
-        return ()
+    try:
+        if schema.validate(root):  # type: ignore[attr-defined]
+            return ()
+    except etree.XMLSchemaValidateError as exc:
+        return (f"the XML cannot be validated against its XSD: {exc}",)
     errors = [
         f"line {e.line}: {e.message}"
         for e in list(schema.error_log)[:_MAX_XSD_ERRORS]  # type: ignore[attr-defined]

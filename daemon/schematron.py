@@ -18,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .invoice_xml import drop_entities
 from .rulesets import RuleSet, Stylesheet, stylesheets
 
 # Beyond these an invoice is not judged: the check would not fit its time limit.
@@ -93,18 +94,7 @@ def clean(xml: bytes) -> tuple[str, int]:
         root = etree.fromstring(xml, parser=parser)
     except etree.XMLSyntaxError as exc:
         raise ValueError(f"the XML is not well-formed: {exc.msg}") from None
-    # Entity references left unresolved would send Saxon looking for their
-    # definition: they go, their text with them.
-    for entity in list(root.iter(etree.Entity)):
-        parent = entity.getparent()
-        if parent is not None:
-            if entity.tail:
-                previous = entity.getprevious()
-                if previous is not None:
-                    previous.tail = (previous.tail or "") + entity.tail
-                else:
-                    parent.text = (parent.text or "") + entity.tail
-            parent.remove(entity)
+    drop_entities(root)
     lines = len(root.xpath("//*[local-name()='IncludedSupplyChainTradeLineItem']"))
     return etree.tostring(root, encoding="unicode"), lines
 

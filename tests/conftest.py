@@ -20,6 +20,7 @@ from daemon.timing import Intervals
 QUICK = Intervals(
     journal_check_s=0.2, status_s=0.2, rescan_gap_s=0.2, watcher_start_s=1.0,
     parser_retry_s=0.5, einvoice_recheck_s=0.5, einvoice_paused_s=0.2, idle_poll_s=0.02,
+    rules_retry_s=0.5,
 )
 
 

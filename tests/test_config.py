@@ -221,6 +221,34 @@ def test_a_secret_file_others_can_read_is_warned_about(tmp_path):
     assert load(tmp_path, text).notes == ()
 
 
+def test_business_rules_are_off_but_required_where_invoices_go_out_by_e_invoice(tmp_path):
+    plain = load(tmp_path, MINIMAL)
+    assert plain.folders[0].rules == "off" and plain.validation.rules is None
+    val = plain.validation
+    assert (val.rules_timeout_s, val.rules_memory_mb, val.rules_workers, val.rules_idle_s) == (
+        20.0, 1024, 1, 300.0)
+    sending = load(tmp_path, MINIMAL + "send_by_einvoice = true\n")
+    assert sending.folders[0].rules == "require"
+    own = load(tmp_path, MINIMAL + 'send_by_einvoice = true\nrules = "warn"\n')
+    assert own.folders[0].rules == "warn"
+    text = MINIMAL.replace("[database]", '[validation]\nrules = "warn"\n\n[database]')
+    assert load(tmp_path, text).folders[0].rules == "warn"
+    assert load(tmp_path, text + "send_by_einvoice = true\n").folders[0].rules == "require"
+
+
+def test_wrong_business_rule_settings_are_each_named(tmp_path):
+    text = MINIMAL.replace(
+        "[database]",
+        '[validation]\nrules = "strict"\nrules_memory_mb = 100\nrules_workers = 0\n\n'
+        "[database]",
+    ) + 'rules = "maybe"\n'
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    message = str(info.value)
+    for part in ("validation.rules", "rules_memory_mb", "rules_workers", "folders[0].rules"):
+        assert part in message, part
+
+
 def test_a_folder_that_sends_by_einvoice_requires_factur_x_unless_it_says_otherwise(tmp_path):
     cfg = load(tmp_path, MINIMAL + 'send_by_einvoice = true\n')
     (folder,) = cfg.folders

@@ -160,8 +160,8 @@ async def test_a_journal_of_schema_1_gets_the_invoice_facts_columns(tmp_path):
         await journal.enqueue(LOGIN, "ef" * 32, tmp_path / "b.pdf", "b.pdf", 10, invoice)
         new = await journal.get(LOGIN, "ef" * 32)
         assert new is not None and new.facts is not None and new.facts["number"] == "F-1"
-        found = await journal.find_number(LOGIN, "fr1", "F-1", None, other_than="00" * 32)
-        assert found is not None and found.sha256 == "ef" * 32
+        (found,) = await journal.find_numbers(LOGIN, "fr1", "F-1", None, other_than="00" * 32)
+        assert found.sha256 == "ef" * 32
     finally:
         await journal.close()
     with sqlite3.connect(db) as conn:

@@ -9,6 +9,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from helpers import wait_for
 from structlog.testing import capture_logs
 
@@ -106,3 +107,34 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] == b"Z"
     except (OSError, IndexError):
         return True
+
+
+_UNDER_MDWE = """
+import ctypes, mmap, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(77)
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    sys.exit(78)  # not enforced: proves nothing
+except OSError:
+    pass
+from daemon.schematron import check, warm_up
+from daemon.testing.samples import totals_wrong_xml
+warm_up()
+print(",".join(check(totals_wrong_xml("M-1"), "en16931", "FR").rule_ids()))
+"""
+
+
+def test_the_rules_run_where_memory_may_not_be_writable_and_executable():
+    """The unit's MemoryDenyWriteExecute=yes, as the kernel enforces it (PR_SET_MDWE,
+    Linux 6.3+): Saxon's compiled code needs no writable-executable memory."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _UNDER_MDWE], capture_output=True,
+                          text=True, timeout=120)
+    if done.returncode in (77, 78):
+        pytest.skip("this kernel cannot deny writable-executable memory to a process")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "BR-CO-10" in done.stdout.split(",")

@@ -45,6 +45,9 @@ async def lookup(cfg: Config, paths: Sequence[Path], *, as_json: bool) -> int:
                 "updated_at": r.updated_at if r else None,
                 # What the invoice XML said (flavor, profile, number, seller...), if read.
                 "facturx": r.facts if r else None,
+                # What the business rules said (verdict, fatal and warning rule ids, each
+                # finding with its text and location, the rule versions), if checked.
+                "rules": r.rules if r else None,
                 # Qonto's trace_id with the last error (its support asks for it).
                 "trace_id": (r.trace_id if r else None) or (
                     einvoice.trace_id if einvoice else None),

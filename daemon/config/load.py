@@ -208,8 +208,7 @@ def _validation(raw: Mapping[str, Any]) -> ValidationConfig:
         ),
         parse_memory_mb=val.positive("parse_memory_mb", int, ValidationConfig.parse_memory_mb),
         parse_workers=val.positive("parse_workers", int, ValidationConfig.parse_workers),
-        rules=RulesPolicy(choice(val, "rules", RULES_POLICIES, "off"))
-        if "rules" in (raw.get("validation") or {}) else None,
+        rules=_rules_policy(val, raw),
         rules_timeout_s=val.positive(
             "rules_timeout_seconds", float, ValidationConfig.rules_timeout_s
         ),
@@ -228,6 +227,18 @@ def _validation(raw: Mapping[str, Any]) -> ValidationConfig:
         )
     val.finish()
     return validation
+
+
+def _rules_policy(val: Table, raw: Mapping[str, Any]) -> RulesPolicy | None:
+    """[validation] rules when set (None: each folder's default); a wrong value is
+    one more problem listed, the rest is still read."""
+    if "rules" not in (raw.get("validation") or {}):
+        return None
+    try:
+        return RulesPolicy(choice(val, "rules", RULES_POLICIES, "off"))
+    except ConfigError as exc:
+        val.problems.append(str(exc))
+        return None
 
 
 def _einvoicing(raw: Mapping[str, Any]) -> EinvoicingConfig:

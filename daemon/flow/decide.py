@@ -122,29 +122,29 @@ async def _number_taken(
         invoice.number and invoice.seller_key
     ):
         return None
-    first = await journal.find_number(
+    others = await journal.find_numbers(
         folder.org.key, invoice.seller_key, invoice.number, invoice.type_code,
         other_than=found.sha256,
     )
-    if first is not None and first.state in (State.QUEUED, State.SENDING) and (
-        first.path == path or first.path not in in_hand
-    ):
-        # Queued, but its file was rewritten or removed before it was sent: that
-        # version never reached Qonto and never will; it holds no number.
-        first = None
-    if first is None:
+    # Queued, but its file was rewritten or removed before it was sent: that version
+    # never reached Qonto and never will; it holds no number.
+    others = [
+        o for o in others
+        if not (o.state in (State.QUEUED, State.SENDING) and (
+            o.path == path or o.path not in in_hand))
+    ]
+    if not others:
         return None
-    if first.invoice_id is not None:
-        sent = await journal.einvoice(folder.org.key, first.invoice_id)
-        if sent is not None and platform_rejected(sent.state, sent.einvoicing_status, sent.codes):
-            # The platform rejected the first one: a corrected re-export under the
-            # same number is the expected fix, and goes out.
-            log.info(
-                "invoice_correction", path=path, sha256=found.sha256, org=folder.org.key,
-                number=invoice.number, seller=invoice.seller, corrects=first.invoice_id,
-                first_path=first.path,
-            )
-            return None
+    first = await _standing(journal, folder.org.key, others)
+    if first is None:
+        # The platform rejected every one before: a corrected re-export under the
+        # same number is the expected fix, and goes out.
+        log.info(
+            "invoice_correction", path=path, sha256=found.sha256, org=folder.org.key,
+            number=invoice.number, seller=invoice.seller, corrects=others[-1].invoice_id,
+            first_path=others[-1].path,
+        )
+        return None
     problem = duplicate_number(invoice, first.invoice_id, first.path)
     match numbers:
         case NumberPolicy.FAIL:
@@ -156,3 +156,15 @@ async def _number_taken(
                 first_path=first.path, detail=problem.detail,
             )
             return None
+
+
+async def _standing(journal: Journal, org: str, others: list[Record]) -> Record | None:
+    """The first of these that holds its number: any but an import the e-invoicing
+    platform rejected (213, a failed submission)."""
+    for other in others:
+        if other.invoice_id is None:
+            return other  # on its way
+        sent = await journal.einvoice(org, other.invoice_id)
+        if sent is None or not platform_rejected(sent.state, sent.einvoicing_status, sent.codes):
+            return other
+    return None

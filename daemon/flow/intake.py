@@ -102,6 +102,7 @@ class Intake:
         self._clock = clock
         self._folders = {f.inbox: f for f in config.folders}
         self._deciding = asyncio.Lock()  # journal-dependent decisions, one at a time
+        self._held: dict[Path, str] = {}  # files held for the rules, and why: said once
         self.examining = 0
 
     @property
@@ -246,6 +247,8 @@ class Intake:
                 numbers=self.config.validation.duplicate_number, in_hand=self._books,
                 rules=rules,
             )
+            if decision.verdict is not Verdict.HOLD:
+                self._held.pop(path, None)
             match decision.verdict:
                 case Verdict.SEND:
                     await self._enqueue(folder, path, name, found, invoice, decision)
@@ -343,13 +346,15 @@ class Intake:
     def _hold(self, folder: Folder, path: Path, found: Inspection, problem: Problem) -> Step:
         """The rules could not judge it and the folder requires them: it waits in its
         inbox, and is judged again later (a fresh checker, or another configuration)."""
-        self._books.warn_once(
-            path, "rules_unknown", problem.detail, level="error", sha256=found.sha256,
-            org=folder.org.key,
-            hint="the file stays in its inbox and is checked again every "
-            f"{self._intervals.rules_retry_s:g} s; to import it without the rules' verdict, "
-            'set rules = "warn" for its folder',
-        )
+        if self._held.get(path) != problem.detail:
+            self._held[path] = problem.detail
+            log.error(
+                "rules_unknown", path=path, detail=problem.detail, sha256=found.sha256,
+                org=folder.org.key,
+                hint="the file stays in its inbox and is checked again every "
+                f"{self._intervals.rules_retry_s:g} s; to import it without the rules' "
+                'verdict, set rules = "warn" for its folder',
+            )
         if self._once:
             return Outcome.LEFT
         return Later(

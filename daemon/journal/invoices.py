@@ -273,21 +273,18 @@ class Invoices(Store):
              *_fact_values(invoice)),
         ))
 
-    async def find_number(
+    async def find_numbers(
         self, org: str, seller_key: str, number: str, type_code: str | None, *, other_than: str
-    ) -> Record | None:
-        """Another content of this organization with this (seller, document type, number).
-
-        Rows that failed do not count: that invoice never reached Qonto.
-        """
+    ) -> list[Record]:
+        """Every other content of this organization with this (seller, document type,
+        number), oldest first; rows that failed do not count."""
         rows = await self._db.execute_fetchall(
             "SELECT * FROM invoices WHERE org = ? AND seller_key = ? AND invoice_number = ? "
             "AND type_code IS ? AND sha256 != ? "
-            "AND state IN ('queued', 'sending', 'imported', 'done') "
-            "ORDER BY created_at LIMIT 1",
+            "AND state IN ('queued', 'sending', 'imported', 'done') ORDER BY created_at",
             (org, seller_key, number, type_code, other_than),
         )
-        return next((_record(r) for r in rows), None)
+        return [_record(r) for r in rows]
 
     async def requeue_interrupted(self) -> int:
         """After a restart, batches that were in flight are simply queued again."""

@@ -241,6 +241,18 @@ def facturx_pdf(
     return path
 
 
+def embedded_pdf(path: Path, xml: bytes, name: str = "factur-x.xml") -> Path:
+    """A PDF carrying `xml` as an attachment, as is: for XML the factur-x package
+    would refuse to embed (a DOCTYPE with entities, for instance)."""
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(plain_pdf(["Invoice"]))))
+    writer.add_attachment(name, xml)
+    with open(path, "wb") as out:
+        writer.write(out)
+    return path
+
+
 def slow_pdf(decoded_bytes: int = 20_000_000) -> bytes:
     """A small, valid PDF that takes pypdf a long time to read: a hostile input for tests.
 
