@@ -564,6 +564,71 @@ def request_rate(work: Path, files: Sequence[Path], args: argparse.Namespace) ->
 # -- the run ---------------------------------------------------------------------------
 
 
+# -- business rules ---------------------------------------------------------------------
+
+SHARED_CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+@dataclass
+class Rules:
+    source: str
+    cold_start_s: float
+    per_worker: float  # invoices per second, one worker
+    two_workers: float  # invoices per second, two workers
+    worker_rss_mb: float  # the largest worker's peak RSS
+
+
+def _en16931_samples() -> tuple[list[tuple[bytes, str | None, str | None]], str]:
+    """The EN16931 invoices of the shared corpus (else generated ones): (xml, profile,
+    seller country)."""
+    from daemon.invoice_xml import read_invoice
+
+    found: list[tuple[bytes, str | None, str | None]] = []
+    if SHARED_CORPUS.is_dir():
+        for pdf in sorted(SHARED_CORPUS.glob("*.pdf")):
+            try:
+                invoice = read_invoice(pdf.read_bytes(), keep_xml=True)
+            except Exception:
+                continue
+            if invoice.xml is not None and invoice.profile == "en16931":
+                found.append((invoice.xml, invoice.profile, invoice.seller_country))
+    if found:
+        return found, f"{len(found)} EN16931 invoices of the shared corpus"
+    made: list[tuple[bytes, str | None, str | None]] = [
+        (samples.facturx_xml(f"B-{i}", 1000 + i), "en16931", "FR") for i in range(8)
+    ]
+    return made, "8 generated EN16931 invoices"
+
+
+def rules_speed(count: int) -> Rules:
+    from daemon.validator import RulesPool
+
+    invoices, source = _en16931_samples()
+
+    async def run(workers: int) -> tuple[float, float, float]:
+        pool = RulesPool(workers, 60.0, 1024, 300.0)
+        stopping = asyncio.Event()
+        try:
+            started = time.perf_counter()
+            # Cold: start every worker and compile the rules (in parallel).
+            await asyncio.gather(*(pool.check(*invoices[i % len(invoices)], stopping)
+                                   for i in range(workers)))
+            cold = time.perf_counter() - started
+            started = time.perf_counter()
+            reports = await asyncio.gather(*(pool.check(*invoices[i % len(invoices)], stopping)
+                                             for i in range(count)))
+            rate = count / (time.perf_counter() - started)
+            assert all(r is not None and r.unknown is None for r in reports), reports[:1]
+            rss = max(_status_kb(pid, "VmHWM") for pid in pool.pids()) / 1024
+            return cold, rate, rss
+        finally:
+            pool.close()
+
+    cold, one, rss_one = asyncio.run(run(1))
+    _, two, rss_two = asyncio.run(run(2))
+    return Rules(source, cold, one, two, max(rss_one, rss_two))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -580,7 +645,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a short run: 200 files, small samples, 5 s idle windows")
     parser.add_argument("--only", default="",
                         help="scenarios to run, comma-separated: drain,loop,pickup,memory,"
-                             "startup,idle,hashing,rate (default all)")
+                             "startup,idle,hashing,rate,rules (default all)")
+    parser.add_argument("--rules-invoices", type=int, default=400,
+                        help="invoices checked for the business-rules figures")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/qonto-invoice-daemon-bench"),
                         help="scratch space; the generated invoices are kept here")
     parser.add_argument("--json", type=Path, default=None,
@@ -588,14 +655,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.pickup_files, args.big_files = "200", 10, 10
-        args.rate_files, args.idle_seconds = 400, 5.0
+        args.rate_files, args.idle_seconds, args.rules_invoices = 400, 5.0, 60
     if not SCRIPT.exists():
         parser.error(f"{SCRIPT} is missing: install the project into this interpreter first")
     # Byte-compiled, as `pip install .` leaves it: an editable install under
     # PYTHONDONTWRITEBYTECODE would compile every module at each start (60 ms).
     compileall.compile_dir(ROOT / "daemon", quiet=1)
     only = set(filter(None, args.only.split(","))) or {
-        "drain", "loop", "pickup", "memory", "startup", "idle", "hashing", "rate"}
+        "drain", "loop", "pickup", "memory", "startup", "idle", "hashing", "rate", "rules"}
     sizes = [int(s) for s in args.sizes.split(",")]
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -680,6 +747,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.add("8 rate limit, 1 ms server", "most requests in 10 s", most, "",
                    "<= 1000", most <= 1000)
         report.add("8 rate limit, 1 ms server", "requests", total, "")
+
+    if "rules" in only:
+        rules = rules_speed(args.rules_invoices)
+        tag = "9 business rules"
+        report.add(tag, f"cold start (Saxon, rules compiled; {rules.source})",
+                   round(rules.cold_start_s, 2), "s")
+        report.add(tag, "invoices per second, one worker", round(rules.per_worker, 1), "/s")
+        report.add(tag, "invoices per second, two workers", round(rules.two_workers, 1), "/s",
+                   ">= 25 /s", rules.two_workers >= 25)
+        report.add(tag, "peak RSS of a worker", round(rules.worker_rss_mb, 1), "MB")
 
     print()
     print(f"{report.machine['cpus']} CPUs, {report.machine['cpu']}, Python "

@@ -127,11 +127,14 @@ def prepare(paths: tuple[str, ...]) -> None:
             _compiled[path] = xslt.compile_stylesheet(stylesheet_file=str(path))
 
 
-def check(xml: bytes, profile: str | None, seller_country: str | None) -> Report:
-    """The findings of every rule set that applies to this Factur-X XML."""
+def check(
+    xml: bytes, profile: str | None, seller_country: str | None, base: Path | None = None
+) -> Report:
+    """The findings of every rule set that applies to this Factur-X XML (`base`: another
+    tree of rule artefacts than the shipped one)."""
     if (large := too_large(xml)) is not None:
         return large
-    sheets = stylesheets(profile, seller_country)
+    sheets = stylesheets(profile, seller_country, base)
     try:
         text, lines = clean(xml)
     except ValueError as exc:

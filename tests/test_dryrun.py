@@ -51,3 +51,26 @@ async def test_a_dry_run_needs_no_journal(ws, qonto, capsys):
     assert await dry_run(ws.config(url, watch={"settle_seconds": 0.0}), as_json=True) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["would"] == "send" and not ws.db.exists()
+
+
+async def test_a_dry_run_checks_the_business_rules_as_run_would(ws, qonto, capsys):
+    from daemon.testing.samples import facturx_pdf, totals_wrong_xml
+
+    _, url = qonto
+    ws.invoice("good.pdf", "D-1")
+    facturx_pdf(ws.root / "bad.pdf", "D-2", xml=totals_wrong_xml("D-2")).rename(
+        ws.inbox / "bad.pdf"
+    )
+    cfg = ws.config(url, watch={"settle_seconds": 0.0}, validation={"rules": "require"})
+    assert await dry_run(cfg, as_json=True) == 1
+    said = {json.loads(line)["path"].rsplit("/", 1)[1]: json.loads(line)
+            for line in capsys.readouterr().out.splitlines()}
+    assert said["good.pdf"]["would"] == "send" and said["good.pdf"]["rules"] == []
+    assert said["bad.pdf"]["would"] == "fail" and said["bad.pdf"]["reason"] == "rules_failed"
+    assert "BR-CO-10" in said["bad.pdf"]["rules"]
+    warned = ws.config(url, watch={"settle_seconds": 0.0}, validation={"rules": "warn"})
+    assert await dry_run(warned, as_json=True) == 0
+    said = {json.loads(line)["path"].rsplit("/", 1)[1]: json.loads(line)
+            for line in capsys.readouterr().out.splitlines()}
+    assert said["bad.pdf"]["would"] == "send"
+    assert said["bad.pdf"]["warning"].startswith("rules_warning: ")

@@ -74,3 +74,47 @@ def test_the_corpus_breaks_the_rules_its_manifest_says(row):
     report = check(invoice.xml, invoice.profile, invoice.seller_country)
     assert report.rule_ids() == expected
     assert report.unknown is None
+
+
+_ONE_RULE = """<?xml version="1.0" encoding="UTF-8"?>
+<xsl:stylesheet version="2.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"
+    xmlns:svrl="http://purl.oclc.org/dsdl/svrl">
+  <xsl:template match="/">
+    <svrl:schematron-output>
+      <svrl:failed-assert test="false()" id="BR-FR-NEW" flag="fatal" location="/">
+        <svrl:text>A rule of the next release.</svrl:text>
+      </svrl:failed-assert>
+    </svrl:schematron-output>
+  </xsl:template>
+</xsl:stylesheet>
+"""
+
+
+def test_the_update_script_shows_which_rule_ids_a_new_release_changes(tmp_path, capsys):
+    from daemon.rulesets.update import main
+    from daemon.testing.samples import facturx_pdf, no_siren_xml
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    facturx_pdf(corpus / "good.pdf", "U-1")
+    facturx_pdf(corpus / "nosiren.pdf", "U-2", xml=no_siren_xml("U-2"))
+    release = tmp_path / "France_RFE-1.4.0.99"
+    for name, facts in manifest()["brfr"]["files"].items():
+        target = release / facts["upstream"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((HERE / name).read_bytes())
+    (release / manifest()["brfr"]["files"]["brfr/BR-FR-Flux2-Schematron-CII.xslt"][
+        "upstream"]).write_text(_ONE_RULE)
+    before = _shipped()
+    assert main(["--brfr-dir", str(release), "--corpus", str(corpus)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    changes = dict(line.split("\t") for line in out if line.startswith(str(corpus)))
+    assert changes[str(corpus / "good.pdf")] == "+BR-FR-NEW"
+    assert changes[str(corpus / "nosiren.pdf")] == "+BR-FR-NEW -BR-FR-10_BT-30"
+    assert "cen\t1.3.16 -> 1.3.16" in out
+    assert _shipped() == before  # no --write
+
+
+def _shipped() -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in HERE.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts}

@@ -13,18 +13,21 @@ import asyncio
 import json
 import sys
 import tempfile
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from .. import logs, qonto, watcher
-from ..config import Config, FacturxPolicy, Folder
+from ..config import Config, FacturxPolicy, Folder, RulesPolicy
 from ..errors import FileChanged, UnsafeFile
 from ..flow import examine
 from ..flow.decide import Verdict, decide
 from ..flow.records import Kind
+from ..flow.rules import RulesVerdict, judge, recorded, with_profile
 from ..identity import Seen
 from ..journal import Journal
 from ..parsers import ParserPool
+from ..validator import RulesPool
 from .common import EX_FAILED, EX_OK
 
 
@@ -42,6 +45,10 @@ async def dry_run(cfg: Config, *, as_json: bool) -> int:
     await asyncio.sleep(cfg.watch.settle_s)
     val = cfg.validation
     parsers = ParserPool(val.parse_workers, val.parse_timeout_s, val.parse_memory_mb)
+    rules = (
+        RulesPool(val.rules_workers, val.rules_timeout_s, val.rules_memory_mb, val.rules_idle_s)
+        if any(f.rules is not RulesPolicy.OFF for f in cfg.folders) else None
+    )
     failed = False
     with tempfile.TemporaryDirectory() as scratch:
         journal = await Journal.open_readonly(cfg.database) or await Journal.open(
@@ -51,11 +58,15 @@ async def dry_run(cfg: Config, *, as_json: bool) -> int:
             in_hand = {seen.path for _, seen in listed}
             first_of: dict[str, Path] = {}
             for folder, seen in listed:
-                answer = await _judge(cfg, folder, seen, journal, parsers, in_hand, first_of)
+                answer = await _judge(
+                    cfg, folder, seen, journal, parsers, rules, in_hand, first_of
+                )
                 failed |= answer["would"] == "fail"
                 _say(answer, as_json)
         finally:
             parsers.close()
+            if rules is not None:
+                rules.close()
             await journal.close()
     return EX_FAILED if failed else EX_OK
 
@@ -66,6 +77,7 @@ async def _judge(
     seen: Seen,
     journal: Journal,
     parsers: ParserPool,
+    rules: RulesPool | None,
     in_hand: set[Path],
     first_of: dict[str, Path],
 ) -> dict[str, Any]:
@@ -83,18 +95,29 @@ async def _judge(
     found = await asyncio.to_thread(examine.examine, content, path.name, limit, limit)
     out["sha256"] = found.sha256
     invoice, unreadable = None, None
-    if (folder.facturx is not FacturxPolicy.OFF and found.problem is None
+    checking = rules is not None and folder.rules is not RulesPolicy.OFF
+    verdict: RulesVerdict | None = None
+    if ((folder.facturx is not FacturxPolicy.OFF or checking) and found.problem is None
             and found.kind is Kind.PDF and found.complete):
-        read = await parsers.read(content.data, asyncio.Event())
+        read = await parsers.read(content.data, asyncio.Event(), keep_xml=checking)
         if isinstance(read, str):
             unreadable = read
         else:
             invoice = read
             out["facturx"] = invoice.label if invoice else None
             out["number"] = invoice.number if invoice else None
+    if rules is not None and invoice is not None and invoice.xml is not None:
+        report = await rules.check(
+            invoice.xml, invoice.profile, invoice.seller_country, asyncio.Event()
+        )
+        if report is not None:
+            report = with_profile(report, invoice.profile, einvoice=folder.send_by_einvoice,
+                                  today=date.today())
+            invoice, verdict = recorded(invoice, report), judge(folder.rules, report)
+            out["rules"] = report.rule_ids()
     decision = await decide(
         journal, folder, path, found, invoice, unreadable,
-        numbers=cfg.validation.duplicate_number, in_hand=in_hand,
+        numbers=cfg.validation.duplicate_number, in_hand=in_hand, rules=verdict,
     )
     match decision.verdict:
         case Verdict.SEND:
@@ -102,8 +125,9 @@ async def _judge(
             if first != path:
                 return out | {"would": "duplicate", "duplicate_of": str(first),
                               "detail": "the same content as another file here: sent once"}
-            if decision.warning is not None:
-                out["warning"] = f"{decision.warning.reason}: {decision.warning.detail}"
+            warnings = [w for w in (decision.warning, decision.rules_warning) if w is not None]
+            if warnings:
+                out["warning"] = "; ".join(f"{w.reason}: {w.detail}" for w in warnings)
             return out | {"would": "send", "name": qonto.upload_name(path.name),
                           "einvoice": folder.send_by_einvoice}
         case Verdict.KNOWN:

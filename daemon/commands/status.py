@@ -89,6 +89,7 @@ def _folder(
         "inbox": str(folder.inbox),
         "org": folder.org.key,
         "facturx": folder.facturx,
+        "rules": folder.rules,
         "available": available,
         "waiting": len(waiting),
         "queued": counts[(folder.inbox, State.QUEUED)] + counts[(folder.inbox, State.SENDING)],

@@ -51,19 +51,23 @@ class Stylesheet:
     path: Path
 
 
-def stylesheets(profile: str | None, seller_country: str | None) -> tuple[Stylesheet, ...]:
+def stylesheets(
+    profile: str | None, seller_country: str | None, base: Path | None = None
+) -> tuple[Stylesheet, ...]:
     """The rules that apply to a Factur-X invoice of this profile, in checking order.
 
-    Empty for a profile that is not Factur-X's (no rules can judge it).
+    Empty for a profile that is not Factur-X's (no rules can judge it). `base`:
+    another tree laid out like this one (a newer release, being tried).
     """
+    root = base or HERE
     facturx = FACTURX_STYLESHEETS.get(profile or "")
     if facturx is None:
         return ()
-    found = [Stylesheet(RuleSet.FACTURX, HERE / facturx)]
+    found = [Stylesheet(RuleSet.FACTURX, root / facturx)]
     if profile == "en16931":
-        found.append(Stylesheet(RuleSet.CEN, HERE / CEN_STYLESHEET))
+        found.append(Stylesheet(RuleSet.CEN, root / CEN_STYLESHEET))
     if seller_country == "FR":
-        found.append(Stylesheet(RuleSet.BRFR, HERE / BRFR_STYLESHEET))
+        found.append(Stylesheet(RuleSet.BRFR, root / BRFR_STYLESHEET))
     return tuple(found)
 
 
