@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
+import re
 import time
 from typing import Protocol
 
@@ -33,6 +35,24 @@ class TokenStore(Protocol):
 
     async def store_refresh_token(self, org: str, token: str, configured: str) -> None: ...
 _EARLY_S = 300.0  # refresh this long before expiry (or at a fifth of a short lifetime)
+# A token's lifetime as the endpoint states it is believed within these bounds; 0 or
+# a negative one (which would refresh, and rotate, before every request) is nonsense.
+_LIFETIME_S = (1.0, 86400.0)
+_DEFAULT_LIFETIME_S = 3600.0
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
+
+
+def _lifetime(stated: object) -> float:
+    """`expires_in` as a number of seconds within bounds; a default when it is none."""
+    if isinstance(stated, bool) or not isinstance(stated, int | float | str):
+        return _DEFAULT_LIFETIME_S
+    try:
+        seconds = float(stated)
+    except ValueError:  # "3600s"
+        return _DEFAULT_LIFETIME_S
+    if not math.isfinite(seconds) or seconds <= 0:
+        return _DEFAULT_LIFETIME_S
+    return min(max(seconds, _LIFETIME_S[0]), _LIFETIME_S[1])
 
 
 class TokenSource:
@@ -99,6 +119,7 @@ class TokenSource:
         configured_sha = hashlib.sha256(configured.encode()).hexdigest()
         stored = await self._journal.refresh_token(self._org.key)
         current = stored[0] if stored and stored[1] == configured_sha else configured
+        self._redact.add(current)  # from an earlier run: a secret all the same
         form = {
             "grant_type": "refresh_token",
             "refresh_token": current,
@@ -130,9 +151,16 @@ class TokenSource:
                 self._redact.add(new_refresh)
                 # Durable first: the old token is dead from now on.
                 await self._journal.store_refresh_token(self._org.key, new_refresh, configured_sha)
-            self._access = str(doc["access_token"])
-            self._redact.add(self._access)
-            lifetime_s = float(doc.get("expires_in") or 3600)
+            access = doc["access_token"]
+            if isinstance(access, str):
+                self._redact.add(access)
+            if not isinstance(access, str) or not _TOKEN.fullmatch(access):
+                # CR/LF, spaces or a non-string: it cannot go in a header, and would
+                # break every request. The token endpoint is broken; try again later.
+                raise Transient("the token endpoint answered an access token that is not a "
+                                "bearer token (RFC 6750 characters only)")
+            self._access = access
+            lifetime_s = _lifetime(doc.get("expires_in"))
             self._refresh_at = time.monotonic() + lifetime_s - min(_EARLY_S, lifetime_s / 5)
             log.debug("oauth_refreshed", org=self._org.key, expires_in_s=lifetime_s)
             return

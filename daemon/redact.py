@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import urllib.parse
 from collections.abc import Iterable
 
 MASK = "[redacted]"
+
+
+# A secret this short also occurs inside ordinary words ("file" in "file_imported"):
+# it is masked only where it stands as a whole token, never in the middle of a word.
+_SHORT = 12
 
 
 class Redactor:
@@ -21,6 +27,7 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         self._forms: list[str] = []
+        self._short: re.Pattern[str] | None = None
         for secret in secrets:
             self.add(secret)
 
@@ -38,11 +45,17 @@ class Redactor:
         ))
         # Longest first, so that a secret containing another is masked whole.
         self._forms = sorted(forms, key=len, reverse=True)
+        short = [f for f in self._forms if len(f) < _SHORT]
+        self._short = re.compile(
+            r"(?<![A-Za-z0-9_])(?:" + "|".join(map(re.escape, short)) + r")(?![A-Za-z0-9_])"
+        ) if short else None
 
     def __call__(self, text: str) -> str:
         for form in self._forms:
-            if form in text:
+            if len(form) >= _SHORT and form in text:
                 text = text.replace(form, MASK)
+        if self._short is not None:
+            text = self._short.sub(MASK, text)
         return text
 
     def __bool__(self) -> bool:

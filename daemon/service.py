@@ -150,6 +150,8 @@ class Service:
         cfg = self.config
         journal = await Journal.open(cfg.database)
         journal.stopping = self._stopping
+        for token in await journal.refresh_tokens():  # from earlier runs: secrets too
+            self._redact.add(token)
         val = cfg.validation
         parsers = (
             ParserPool(val.parse_workers, val.parse_timeout_s, val.parse_memory_mb)

@@ -271,3 +271,38 @@ def test_einvoicing_settings_are_checked(tmp_path):
              + MINIMAL)
     with pytest.raises(ConfigError, match="einvoicing"):
         load(tmp_path, "[einvoicing]\npoll_every = 5\n" + MINIMAL)
+
+
+def test_nan_and_inf_are_refused_and_counts_have_a_ceiling(tmp_path):
+    text = MINIMAL.replace(
+        "[database]",
+        "[watch]\nsettle_seconds = nan\n\n[upload]\ntimeout_seconds = inf\nconcurrency = 100000\n"
+        "\n[service]\nshutdown_grace_seconds = -inf\n\n[validation]\nparse_workers = 5000\n"
+        "\n[database]",
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    message = str(info.value)
+    assert "watch.settle_seconds must be a finite number, got nan" in message
+    assert "upload.timeout_seconds must be a finite number, got inf" in message
+    assert "upload.concurrency must be at most 64, got 100000" in message
+    assert "validation.parse_workers must be at most 32, got 5000" in message
+    assert "service.shutdown_grace_seconds" in message
+    code = cli.main(["check-config", "--config", str(tmp_path / "config.toml")])
+    assert code == 78
+
+
+def test_loading_is_linear_in_the_number_of_folders(tmp_path, monkeypatch):
+    """A thousand folders: each path resolved once, not once per other folder."""
+    import os
+
+    text = '[qonto]\nlogin = "acme"\nsecret_key_env = "QONTO_SECRET_KEY"\n' \
+           '[database]\npath = "state.sqlite3"\n'
+    for i in range(1000):
+        text += f'[[folders]]\ninbox = "/srv/in{i}"\ndone = "/srv/in{i}/done"\n' \
+                f'failed = "/srv/failed{i}"\n'
+    resolved = []
+    real = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda p, *a, **k: resolved.append(p) or real(p))
+    assert len(load(tmp_path, text).folders) == 1000
+    assert len(resolved) <= 6 * 1000  # a few per folder (the journal is compared too)

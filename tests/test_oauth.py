@@ -264,3 +264,73 @@ async def test_authorize_in_process_refuses_what_it_must(ws, qonto, capsys):
     finally:
         await journal.close()
     assert stored is not None and stored[0] == written.read_text().strip()
+
+
+@pytest.mark.parametrize("quirk", [
+    {"expires_in": "3600s"}, {"expires_in": 0}, {"expires_in": -5}, {"expires_in": None},
+    {"expires_in": "nan"},
+])
+async def test_a_token_lifetime_that_makes_no_sense_gets_a_safe_one(ws, qonto, start, _logs,
+                                                                     quirk):
+    emulator, url = qonto
+    first = emulator.add_oauth_client(LOGIN, "cid", "cs3cret")
+    emulator.token_quirks = quirk
+    cfg = config_mod.from_dict(oauth_config(ws, url, first), env=env(first), base_dir=ws.root)
+    running = await start(cfg)
+    for i in range(3):
+        ws.invoice(f"{i}.pdf")
+        await wait_for(lambda i=i: f"{i}.pdf" in names(ws.done), what=f"{i}.pdf imported")
+    assert emulator.refreshes == 1  # not one per request
+    assert not events(_logs, "daemon_failed")
+    assert await running.stop() == 0
+
+
+async def test_an_access_token_that_cannot_go_in_a_header_is_refused_and_retried(
+    ws, qonto, start, _logs
+):
+    emulator, url = qonto
+    first = emulator.add_oauth_client(LOGIN, "cid", "cs3cret")
+    emulator.token_quirks = {"access_token": "at-evil\r\nX-Injected: yes"}
+    cfg = config_mod.from_dict(oauth_config(ws, url, first), env=env(first), base_dir=ws.root)
+    running = await start(cfg)
+    ws.invoice("a.pdf")
+    await wait_for(lambda: events(_logs, "batch_retry"), what="a retry")
+    assert "not a bearer token" in events(_logs, "batch_retry")[0]["error"]
+    assert "X-Injected" not in str(_logs) and names(ws.inbox) == {"a.pdf"}
+    emulator.token_quirks = {}  # the endpoint is mended
+    await wait_for(lambda: "a.pdf" in names(ws.done), what="a.pdf imported")
+    assert not events(_logs, "daemon_failed")
+    assert await running.stop() == 0
+
+
+async def test_the_refresh_token_kept_from_an_earlier_run_never_shows(ws, qonto, start, _logs):
+    emulator, url = qonto
+    first = emulator.add_oauth_client(LOGIN, "cid", "cs3cret")
+    raw = oauth_config(ws, url, first)
+    cfg = config_mod.from_dict(raw, env=env(first), base_dir=ws.root)
+    ws.invoice("a.pdf")
+    assert await asyncio.wait_for((await start(cfg, once=True)).task, 30) == 0
+    (kept,) = emulator.refresh_tokens  # rotated: the journal holds this one now
+    assert kept != first
+    emulator.token_error_page = True  # a gateway quoting the request, token included
+    _logs.clear()
+    running = await start(cfg)
+    ws.invoice("b.pdf")
+    await wait_for(lambda: events(_logs, "batch_retry"), what="a retry")
+    assert await running.stop() == 0
+    assert "Bad gateway" in str(_logs) and kept not in str(_logs)
+    toml = ws.root / "status.toml"
+    toml.write_text(to_toml(raw), encoding="utf-8")
+    shown = ""
+    for argv in (("status", "--json"), ("lookup", "--json")):
+        extra = (str(ws.inbox / "b.pdf"),) if argv[0] == "lookup" else ()
+        code, out, err = await run_cli(*argv, "--config", str(toml), *extra,
+                                       env={"REFRESH_TOKEN": first, "CLIENT_SECRET": "cs3cret"})
+        shown += out + err
+    assert "Bad gateway" in shown and kept not in shown  # status shows the last error
+    import sqlite3
+
+    with sqlite3.connect(ws.db) as db:
+        errors = db.execute("SELECT last_error FROM organizations").fetchall()
+    db.close()
+    assert errors and all(kept not in (e or "") for (e,) in errors)

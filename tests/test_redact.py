@@ -23,3 +23,12 @@ def test_every_echoed_form_is_masked():
 def test_nothing_to_hide_changes_nothing():
     assert Redactor([])("HTTP 502 Bad Gateway") == "HTTP 502 Bad Gateway"
     assert not Redactor([""])
+
+
+def test_a_short_secret_is_masked_as_a_whole_token_never_inside_words():
+    redact = Redactor(["file", "ab1"])
+    assert redact("file_imported path=/srv/file.pdf") == "file_imported path=/srv/[redacted].pdf"
+    assert redact("Authorization: file") == "Authorization: [redacted]"
+    assert redact("key=ab1&x=ab12 cab1") == "key=[redacted]&x=ab12 cab1"
+    long = Redactor(["s3cr3t-key-0123456789"])  # a real key: masked wherever it appears
+    assert long("xs3cr3t-key-0123456789y") == "x[redacted]y"

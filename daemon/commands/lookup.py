@@ -20,6 +20,8 @@ async def lookup(cfg: Config, paths: Sequence[Path], *, as_json: bool) -> int:
     redact = Redactor(cfg.secret_values())  # journals written by older versions may hold one
     rows: list[dict[str, object]] = []
     journal = await Journal.open_readonly(cfg.database)
+    for token in await journal.refresh_tokens() if journal else []:
+        redact.add(token)
     try:
         for path in paths:
             content = await hash_file(path)

@@ -20,6 +20,11 @@ from ..flow.lifecycle import Bucket, einvoice_counts
 from ..journal import Journal, State
 from ..lock import holder
 from ..mover import SIDECAR_SUFFIX
+from ..redact import Redactor
+
+
+def _shown(redact: Redactor, text: object) -> object:
+    return redact(text) if isinstance(text, str) else text
 
 
 async def collect(cfg: Config) -> dict[str, Any]:
@@ -30,6 +35,8 @@ async def collect(cfg: Config) -> dict[str, Any]:
         places = await journal.places() if journal else []
         orgs = await journal.organizations() if journal else {}
         einvoices = einvoice_counts(await journal.einvoice_summaries()) if journal else {}
+        # Errors a server sent may quote a refresh token kept in the journal.
+        redact = Redactor(await journal.refresh_tokens() if journal else [])
     finally:
         if journal is not None:
             await journal.close()
@@ -48,9 +55,9 @@ async def collect(cfg: Config) -> dict[str, Any]:
             {
                 "org": org.key,
                 "paused": bool(orgs.get(org.key, {}).get("paused")),
-                "paused_reason": orgs.get(org.key, {}).get("paused_reason"),
+                "paused_reason": _shown(redact, orgs.get(org.key, {}).get("paused_reason")),
                 "last_success_at": orgs.get(org.key, {}).get("last_success_at"),
-                "last_error": orgs.get(org.key, {}).get("last_error"),
+                "last_error": _shown(redact, orgs.get(org.key, {}).get("last_error")),
                 "last_error_at": orgs.get(org.key, {}).get("last_error_at"),
                 # Set by the daemon after [log] unreachable_alert_seconds without an answer.
                 "unreachable_since": orgs.get(org.key, {}).get("unreachable_since"),

@@ -165,7 +165,7 @@ def _watch(raw: Mapping[str, Any]) -> WatchConfig:
 def _upload(raw: Mapping[str, Any]) -> UploadConfig:
     up = section(raw, "upload")
     upload = UploadConfig(
-        concurrency=up.positive("concurrency", int, UploadConfig.concurrency),
+        concurrency=up.positive("concurrency", int, UploadConfig.concurrency, most=64),
         max_file_bytes=up.positive("max_file_bytes", int, UploadConfig.max_file_bytes),
         max_request_bytes=up.positive("max_request_bytes", int, UploadConfig.max_request_bytes),
         linger_s=non_negative(up, "linger_seconds", UploadConfig.linger_s),
@@ -207,13 +207,15 @@ def _validation(raw: Mapping[str, Any]) -> ValidationConfig:
             "parse_timeout_seconds", float, ValidationConfig.parse_timeout_s
         ),
         parse_memory_mb=val.positive("parse_memory_mb", int, ValidationConfig.parse_memory_mb),
-        parse_workers=val.positive("parse_workers", int, ValidationConfig.parse_workers),
+        parse_workers=val.positive("parse_workers", int, ValidationConfig.parse_workers,
+                                   most=32),
         rules=_rules_policy(val, raw),
         rules_timeout_s=val.positive(
             "rules_timeout_seconds", float, ValidationConfig.rules_timeout_s
         ),
         rules_memory_mb=val.positive("rules_memory_mb", int, ValidationConfig.rules_memory_mb),
-        rules_workers=val.positive("rules_workers", int, ValidationConfig.rules_workers),
+        rules_workers=val.positive("rules_workers", int, ValidationConfig.rules_workers,
+                                   most=16),
         rules_idle_s=val.positive("rules_idle_seconds", float, ValidationConfig.rules_idle_s),
     )
     if validation.rules_memory_mb < 512:
@@ -366,24 +368,33 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def _check_overlaps(folders: list[Folder]) -> None:
-    """Folders that would feed on each other's output are refused."""
-    real_inboxes = [_real(f.inbox) for f in folders]
-    for index, inbox in enumerate(real_inboxes):
-        if inbox in real_inboxes[:index]:
+    """Folders that would feed on each other's output are refused.
+
+    Each path is resolved once and its ancestors looked up among the inboxes:
+    linear in the number of folders (a thousand load in well under a second).
+    """
+    inboxes: dict[Path, int] = {}
+    for index, folder in enumerate(folders):
+        first = inboxes.setdefault(_real(folder.inbox), index)
+        if first != index:
             raise ConfigError(
                 f"folders[{index}].inbox: the same inbox is configured twice "
-                f"({folders[index].inbox})"
+                f"({folder.inbox})"
             )
     for index, folder in enumerate(folders):
-        for key, path in (("done", folder.done), ("failed", folder.failed)):
-            for other_index, other in enumerate(folders):
-                if _real(path) == _real(other.inbox) or (
-                    other_index != index and _within(path, other.inbox)
-                ):
-                    raise ConfigError(
-                        f"folders[{index}].{key} ({path}) is, or is inside, the inbox of "
-                        f"folders[{other_index}] ({other.inbox}): its files would be taken "
-                        "for new invoices"
-                    )
-        if _real(folder.done) == _real(folder.failed):
+        real_done, real_failed = _real(folder.done), _real(folder.failed)
+        for key, path, real in (("done", folder.done, real_done),
+                                ("failed", folder.failed, real_failed)):
+            # Its own inbox may hold it (inbox/done), never be it; no other inbox may.
+            other = inboxes.get(real)
+            if other is None:
+                other = next((inboxes[p] for p in real.parents
+                              if p in inboxes and inboxes[p] != index), None)
+            if other is not None:
+                raise ConfigError(
+                    f"folders[{index}].{key} ({path}) is, or is inside, the inbox of "
+                    f"folders[{other}] ({folders[other].inbox}): its files would be taken "
+                    "for new invoices"
+                )
+        if real_done == real_failed:
             raise ConfigError(f"folders[{index}]: done and failed must be different folders")

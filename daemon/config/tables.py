@@ -5,6 +5,7 @@ Every error names the key (`section.key`) and says what is wrong.
 
 from __future__ import annotations
 
+import math
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,6 +50,13 @@ class Table:
                 raise ConfigError(problem)
             self.problems.append(problem)
             return default
+        if isinstance(value, float) and not math.isfinite(value):
+            # TOML has nan and inf; no duration, size or count here means either.
+            problem = f"{self._name(key)} must be a finite number, got {value}"
+            if default is None:
+                raise ConfigError(problem)
+            self.problems.append(problem)
+            return default
         return value
 
     def optional(self, key: str, kind: type[T]) -> T | None:
@@ -57,10 +65,13 @@ class Table:
             return None
         return self.get(key, kind, required=True)
 
-    def positive(self, key: str, kind: type[T], default: T) -> T:
+    def positive(self, key: str, kind: type[T], default: T, *, most: T | None = None) -> T:
         value = self.get(key, kind, default)
         if value <= 0:  # type: ignore[operator]
             self.problems.append(f"{self._name(key)} must be greater than 0, got {value}")
+            return default
+        if most is not None and value > most:  # type: ignore[operator]
+            self.problems.append(f"{self._name(key)} must be at most {most}, got {value}")
             return default
         return value
 
@@ -305,7 +316,7 @@ def choice(table: Table, key: str, choices: tuple[str, ...], default: str) -> st
 
 def non_negative(table: Table, key: str, default: float) -> float:
     value = table.get(key, float, default)
-    if value < 0:
+    if not math.isfinite(value) or value < 0:
         raise ConfigError(f"{table._name(key)} must not be negative, got {value}")
     return value
 

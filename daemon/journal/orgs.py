@@ -62,6 +62,15 @@ class Organizations(Store):
             for r in rows
         }
 
+    async def refresh_tokens(self) -> list[str]:
+        """Every refresh token kept (secrets to redact wherever text is shown)."""
+        try:
+            async with self._db.execute("SELECT refresh_token FROM oauth_tokens") as cur:
+                rows = await cur.fetchall()
+        except sqlite3.OperationalError:  # a journal from before OAuth
+            return []
+        return [str(r[0]) for r in rows if r[0]]
+
     async def refresh_token(self, org: str) -> tuple[str, str] | None:
         """(the newest refresh token, sha256 of the configured one it descends from)."""
         async with self._db.execute(

@@ -102,6 +102,10 @@ class Emulator(EinvoicingRoutes, OAuthRoutes):
         self.access_lifetime_s = 3600.0
         self._access_expiry: dict[str, float] = {}
         self.refreshes = 0
+        # Broken token endpoints, for tests: fields that replace those of a good answer,
+        # and an error page that quotes the request (and so the refresh token).
+        self.token_quirks: dict[str, object] = {}
+        self.token_error_page = False
         self._codes: dict[str, tuple[str, str, str]] = {}  # code -> client, login, redirect
         self.consents: list[dict[str, str]] = []  # each consent page asked for
         self.requests = 0

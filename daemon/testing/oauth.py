@@ -21,6 +21,8 @@ class OAuthRoutes:
     refreshes: int
     _codes: dict[str, tuple[str, str, str]]
     consents: list[dict[str, str]]
+    token_quirks: dict[str, object]
+    token_error_page: bool
 
     def add_oauth_client(self, login: str, client_id: str, client_secret: str) -> str:
         """Register an OAuth client for `login`; returns its first refresh token."""
@@ -51,6 +53,9 @@ class OAuthRoutes:
         """Qonto's token endpoint: authorization codes (once each), and refresh tokens
         that rotate (a used one dies after a short grace)."""
         form = await request.post()
+        if self.token_error_page:  # a gateway that quotes what it was sent
+            quoted = "&".join(f"{k}={v}" for k, v in form.items() if isinstance(v, str))
+            return web.Response(status=502, text=f"<html>Bad gateway for {quoted}</html>")
         client = self.oauth_clients.get(str(form.get("client_id", "")))
         if client is None or client[0] != form.get("client_secret"):
             return web.json_response({"error": "invalid_client"}, status=401)
@@ -81,4 +86,5 @@ class OAuthRoutes:
         return web.json_response({
             "access_token": access, "token_type": "bearer",
             "expires_in": self.access_lifetime_s, "refresh_token": refresh,
+            **self.token_quirks,
         })
