@@ -261,6 +261,7 @@ def _main(argv: Sequence[str] | None) -> int:
     logs.configure(
         args.log_format or cfg.log_format, args.log_level or cfg.log_level, redact=redact
     )
+    _forget_secrets_in_environment(cfg.secret_values())
 
     try:
         return _serve(Service(cfg, once=args.once, redact=redact))
@@ -307,3 +308,12 @@ def _serve(service: Service) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _forget_secrets_in_environment(secrets: list[str]) -> None:
+    """Read once, the secrets leave the environment: the parser and rules processes,
+    which read untrusted files, start from it and must not inherit them."""
+    held = set(secrets)
+    for name, value in list(os.environ.items()):
+        if value in held:
+            del os.environ[name]

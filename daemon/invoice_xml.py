@@ -98,7 +98,8 @@ def read_invoice(data: bytes, check_xsd: bool = True, keep_xml: bool = False) ->
     for _, name, content in sorted(candidates, key=lambda c: c[0]):
         found = _read_xml(name, content, check_xsd)
         if found is not None:
-            if keep_xml and found.flavor == FACTURX and not found.xsd_errors:
+            checked = check_xsd and name.lower() in FACTURX_NAMES
+            if keep_xml and checked and found.flavor == FACTURX and not found.xsd_errors:
                 return dataclasses.replace(found, xml=content)
             return found
     return Invoice()
@@ -138,7 +139,6 @@ def _read_xml(name: str, content: bytes, check_xsd: bool) -> Invoice | None:
 
     try:
         root = etree.fromstring(content, parser=_parser())
-        drop_entities(root)
     except etree.XMLSyntaxError as exc:
         if name.lower() in FACTURX_NAMES:  # meant as Factur-X, but broken
             where = f"line {exc.lineno}: " if exc.lineno else ""
@@ -168,10 +168,23 @@ def _read_xml(name: str, content: bytes, check_xsd: bool) -> Invoice | None:
         kind = OTHER
     errors: tuple[str, ...] = ()
     if check_xsd and kind == FACTURX and name.lower() in FACTURX_NAMES:
-        errors = _xsd_errors(root, profile)
+        errors = _entities(root) or _xsd_errors(root, profile)
     return dataclasses.replace(
         fields, attachment=name, flavor=kind, profile=profile, xsd_errors=errors
     )
+
+
+def _entities(root: object) -> tuple[str, ...]:
+    """Factur-X XML declares no entities: one that does is read differently by each
+    reader (never resolved here), so it is judged invalid, not guessed at."""
+    from lxml import etree
+
+    docinfo = root.getroottree().docinfo  # type: ignore[attr-defined]
+    entities = any(True for _ in root.iter(etree.Entity))  # type: ignore[attr-defined]
+    if docinfo.internalDTD is not None or docinfo.system_url or entities:
+        return ("the XML has a DOCTYPE (its own entities or DTD), which Factur-X XML never "
+                "has (and which is not read here): export the invoice again",)
+    return ()
 
 
 @functools.lru_cache(maxsize=8)

@@ -135,6 +135,8 @@ def check(
     if (large := too_large(xml)) is not None:
         return large
     sheets = stylesheets(profile, seller_country, base)
+    if not sheets:
+        return Report(unknown=f"no business rules apply to the profile {profile!r}")
     try:
         text, lines = clean(xml)
     except ValueError as exc:

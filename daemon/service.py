@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -35,6 +37,13 @@ from .timing import DEFAULT, MONOTONIC, Intervals
 from .validator import RulesPool
 
 log = structlog.get_logger()
+
+
+def _mode(path: Path) -> int:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
 
 
 class Service:
@@ -122,7 +131,7 @@ class Service:
         cfg = self.config
         instance = InstanceLock(cfg.database)
         try:
-            await asyncio.to_thread(cfg.database.parent.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(os.makedirs, cfg.database.parent, 0o700, True)
         except OSError as exc:
             raise JournalError(
                 cfg.database, f"cannot create its folder: {exc.strerror or exc}",
@@ -180,6 +189,15 @@ class Service:
                 )
                 for note in cfg.notes:
                     log.warning("config_warning", detail=note)
+                if (mode := await asyncio.to_thread(_mode, cfg.database)) & 0o077:
+                    log.warning(
+                        "config_warning",
+                        detail=f"the journal {cfg.database} can be read by its group or by "
+                        f"others (mode {mode & 0o777:o}): it holds what every invoice says"
+                        + (" and the OAuth refresh tokens" if any(
+                            o.oauth for o in cfg.organizations) else "")
+                        + "; make it 0600 (chmod 600, with its -wal and -shm)",
+                    )
                 await reconcile(journal, cfg.folders, self._stopping)
                 if not self._stopping.is_set():
                     self._working = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -306,3 +307,17 @@ def test_loading_is_linear_in_the_number_of_folders(tmp_path, monkeypatch):
     monkeypatch.setattr(os.path, "realpath", lambda p, *a, **k: resolved.append(p) or real(p))
     assert len(load(tmp_path, text).folders) == 1000
     assert len(resolved) <= 6 * 1000  # a few per folder (the journal is compared too)
+
+
+def test_a_secret_file_that_is_a_fifo_or_not_text_is_one_clear_error(tmp_path):
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    text = MINIMAL.replace('secret_key_env = "QONTO_SECRET_KEY"', f'secret_key_file = "{fifo}"')
+    with pytest.raises(ConfigError, match="a named pipe|FIFO|not a regular file"):
+        load(tmp_path, text)  # at once: never waits for a writer
+    binary = tmp_path / "key.bin"
+    binary.write_bytes(b"\xff\xfe\x00secret")
+    text = MINIMAL.replace('secret_key_env = "QONTO_SECRET_KEY"', f'secret_key_file = "{binary}"')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load(tmp_path, text)
+    assert cli.main(["check-config", "--config", str(tmp_path / "config.toml")]) == 78

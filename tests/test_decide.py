@@ -151,3 +151,75 @@ async def test_the_same_content_on_its_way_from_another_file_is_a_twin(journal):
     assert decision.record.state is State.QUEUED
     # Its file gone from the daemon's hands, the content is sent from this one.
     assert (await run(journal, in_hand={HERE})).verdict is Verdict.SEND
+
+
+# -- business rules -------------------------------------------------------------------
+
+RULES_FAILED = Problem("rules_failed", "BR-CO-10: ...")
+RULES_UNKNOWN = Problem("rules_unknown", "took longer than 20 s")
+
+
+async def test_business_rules_fail_hold_or_warn_a_new_invoice(journal):
+    from daemon.flow.rules import RulesVerdict
+
+    failed = await decide(journal, FOLDER, HERE, found(), VALID, None, numbers=NumberPolicy.FAIL,
+                          in_hand={HERE}, rules=RulesVerdict(problem=RULES_FAILED))
+    assert failed.verdict is Verdict.FAIL and failed.problem == RULES_FAILED
+    held = await decide(journal, FOLDER, HERE, found(), VALID, None, numbers=NumberPolicy.FAIL,
+                        in_hand={HERE}, rules=RulesVerdict(hold=RULES_UNKNOWN))
+    assert held.verdict is Verdict.HOLD and held.problem == RULES_UNKNOWN
+    warned = await decide(journal, FOLDER, HERE, found(), VALID, None, numbers=NumberPolicy.FAIL,
+                          in_hand={HERE}, rules=RulesVerdict(warning=RULES_UNKNOWN))
+    assert warned.verdict is Verdict.SEND and warned.rules_warning == RULES_UNKNOWN
+
+
+async def test_a_file_imported_from_this_very_path_is_never_judged_again(journal):
+    """Imported, its e-invoice asked for, then a kill before the move: whatever the rules
+    say now, it was sent; it goes to done/."""
+    from daemon.flow.rules import RulesVerdict
+
+    sending = replace(FOLDER, send_by_einvoice=True)
+    await journal.enqueue(ORG.key, "a" * 64, HERE, "a.pdf", 10)
+    await journal.record_imported(ORG.key, {"a" * 64: "inv-1"})
+    for rules in (RulesVerdict(problem=RULES_FAILED), RulesVerdict(hold=RULES_UNKNOWN)):
+        decision = await decide(journal, sending, HERE, found(), VALID, None,
+                                numbers=NumberPolicy.FAIL, in_hand={HERE}, rules=rules)
+        assert decision.verdict is Verdict.KNOWN and decision.einvoice
+    # Dropped again elsewhere to be e-invoiced: judged as a new file would be.
+    elsewhere = await decide(journal, sending, OTHER, found(), VALID, None,
+                             numbers=NumberPolicy.FAIL, in_hand={OTHER},
+                             rules=RulesVerdict(problem=RULES_FAILED))
+    assert elsewhere.verdict is Verdict.FAIL
+
+
+@pytest.mark.parametrize(("status", "codes", "state", "held_for", "correction"), [
+    ("submission_failed", [200, 213], "final", None, True),  # the platform rejected it
+    ("submission_failed", [200], "final", None, True),  # a failed submission
+    (None, [], "rejected", None, True),  # Qonto refused the send
+    ("declined", [200, 201, 202, 210], "final", None, False),  # the buyer refused: a credit note
+    ("not_delivered", [200, 201, 202], "final", None, False),
+    (None, [], "rejected", "client", False),  # held too long: retry --einvoice
+    ("approved", [200, 201, 202, 205], "final", None, False),
+])
+async def test_a_re_export_after_a_rejection_is_a_correction_and_only_then(
+    journal, _logs, status, codes, state, held_for, correction
+):
+    from daemon.journal import EinvoiceState
+
+    await journal.enqueue(ORG.key, "b" * 64, OTHER, "b.pdf", 10, VALID)
+    await journal.record_imported(ORG.key, {"b" * 64: "inv-1"}, einvoice={"b" * 64: OTHER})
+    (e,) = await journal.einvoices_of(ORG.key, "b" * 64)
+    from daemon.journal.einvoices import Event
+
+    await journal.update_einvoice(
+        e, state=EinvoiceState(state), einvoicing_status=status, held_for=held_for,
+        events=tuple(Event(c, "2026-11-30T10:00:00Z") for c in codes),
+    )
+    decision = await run(journal, in_hand={HERE})
+    if correction:
+        assert decision.verdict is Verdict.SEND
+        (said,) = [e for e in _logs if e["event"] == "invoice_correction"]
+        assert said["corrects"] == "inv-1"
+    else:
+        assert decision.verdict is Verdict.FAIL and decision.problem is not None
+        assert decision.problem.reason == "duplicate_number"

@@ -498,3 +498,30 @@ async def test_a_journal_of_schema_4_gets_the_business_rules_column(tmp_path):
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()
+
+
+async def test_a_new_journal_is_private_to_the_daemon_s_user(tmp_path):
+    old = os.umask(0o022)  # a shell's usual umask, outside systemd
+    try:
+        db = tmp_path / "state" / "journal.sqlite3"
+        journal = await Journal.open(db)
+        await journal.close()
+    finally:
+        os.umask(old)
+    assert db.stat().st_mode & 0o777 == 0o600
+    assert db.parent.stat().st_mode & 0o777 == 0o700
+    for extra in db.parent.glob("journal.sqlite3-*"):
+        assert extra.stat().st_mode & 0o077 == 0, extra
+
+
+async def test_a_journal_others_can_read_is_said_at_start(ws, qonto, start, _logs):
+    _, url = qonto
+    ws.db.parent.mkdir(parents=True)
+    journal = await Journal.open(ws.db)
+    await journal.close()
+    ws.db.chmod(0o644)
+    running = await start(ws.config(url))
+    await wait_for(lambda: events(_logs, "daemon_started"), what="the start")
+    await wait_for(lambda: any("can be read by its group or by others" in e.get("detail", "")
+                               for e in events(_logs, "config_warning")), what="the warning")
+    assert await running.stop() == 0

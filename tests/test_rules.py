@@ -93,3 +93,15 @@ def test_the_summary_is_what_lookup_shows():
     assert set(shown["versions"]) == {"facturx", "cen", "brfr"}
     assert json.loads(summary(UNKNOWN))["verdict"] == "unknown"
     assert json.loads(summary(CLEAN))["verdict"] == "passed"
+
+
+def test_a_pathological_report_is_kept_in_bounds_fatal_findings_first():
+    many = tuple(
+        Finding(f"BR-{i % 3}", Flag.WARNING if i % 2 else Flag.FATAL, "x" * 400, "/", RuleSet.CEN)
+        for i in range(4000)
+    )
+    shown = json.loads(summary(Report(findings=many, checked=(RuleSet.CEN,))))
+    assert len(shown["findings"]) == 200
+    assert all(f["flag"] == "fatal" for f in shown["findings"])
+    assert sum(shown["findings_left_out"].values()) == 3800
+    assert len(json.dumps(shown)) < 200_000

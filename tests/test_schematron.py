@@ -121,3 +121,19 @@ def test_xml_that_is_not_well_formed_is_unknown():
 def test_a_profile_that_is_not_facturx_has_no_rules():
     assert stylesheets("xrechnung", "FR") == ()
     assert stylesheets(None, None) == ()
+
+
+def test_no_rule_set_for_a_profile_is_unknown_never_passed():
+    report = check(facturx_xml("F-2026-10", 100), "xrechnung", "DE")
+    assert report.unknown and "no business rules" in report.unknown and not report.checked
+
+
+def test_xml_that_skipped_its_xsd_is_not_handed_to_the_rules(tmp_path: Path):
+    from daemon.invoice_xml import read_invoice
+    from daemon.testing.samples import embedded_pdf
+
+    other = embedded_pdf(tmp_path / "o.pdf", facturx_xml("F-2026-11", 100), name="invoice.xml")
+    assert read_invoice(other.read_bytes(), keep_xml=True).xml is None
+    named = embedded_pdf(tmp_path / "f.pdf", facturx_xml("F-2026-12", 100))
+    assert read_invoice(named.read_bytes(), keep_xml=True).xml is not None
+    assert read_invoice(named.read_bytes(), check_xsd=False, keep_xml=True).xml is None

@@ -6,12 +6,15 @@ Every error names the key (`section.key`) and says what is wrong.
 from __future__ import annotations
 
 import math
+import os
+import stat
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
+from ..identity import describe_mode
 from .model import DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, OAuth, Organization, Secret
 
 T = TypeVar("T")
@@ -157,10 +160,21 @@ def read_secret(
 
 def _secret_file(path: Path, key: str, notes: list[str] | None) -> Secret:
     try:
-        value = path.read_text(encoding="utf-8").strip()
-        mode = path.stat().st_mode
+        # Never blocks: a FIFO or a device would hang every command on its read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError(
+                    f"{key}: {path} is {describe_mode(mode)}, not a regular file"
+                )
+            raw = f.read(65536)
     except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
     if not value:
         raise ConfigError(f"{key}: {path} is empty")
     if notes is not None and mode & 0o077:

@@ -73,6 +73,10 @@ async def decide(
     if record is not None and record.invoice_id and record.state in (State.IMPORTED, State.DONE):
         if not folder.send_by_einvoice:
             return Decision(Verdict.KNOWN, record=record)
+        if here:
+            # Imported from this very file, not moved yet (a kill, a refused move): it
+            # was judged then; no later verdict can unsend it.
+            return Decision(Verdict.KNOWN, record=record, einvoice=True)
         # Dropped here to be e-invoiced: judged as a new file would be.
         problem, _ = under_policy(folder.facturx, found.kind, invoice, unreadable)
         problem = problem or rules.problem
@@ -80,7 +84,8 @@ async def decide(
             return Decision(Verdict.FAIL, problem=problem, invoice=invoice)
         if rules.hold is not None:
             return Decision(Verdict.HOLD, problem=rules.hold)
-        return Decision(Verdict.KNOWN, record=record, einvoice=True)
+        return Decision(Verdict.KNOWN, record=record, einvoice=True,
+                        rules_warning=rules.warning)
     if record is not None and record.state is State.FAILED and here:
         # Rejected before, and failed/ refused it: move it, never send it again.
         reason, _, detail = (record.last_error or "rejected: ").partition(": ")
@@ -141,8 +146,8 @@ async def _number_taken(
         # same number is the expected fix, and goes out.
         log.info(
             "invoice_correction", path=path, sha256=found.sha256, org=folder.org.key,
-            number=invoice.number, seller=invoice.seller, corrects=others[-1].invoice_id,
-            first_path=others[-1].path,
+            number=invoice.number, seller=invoice.seller, corrects=others[0].invoice_id,
+            first_path=others[0].path,
         )
         return None
     problem = duplicate_number(invoice, first.invoice_id, first.path)
@@ -165,6 +170,8 @@ async def _standing(journal: Journal, org: str, others: list[Record]) -> Record 
         if other.invoice_id is None:
             return other  # on its way
         sent = await journal.einvoice(org, other.invoice_id)
-        if sent is None or not platform_rejected(sent.state, sent.einvoicing_status, sent.codes):
+        if sent is None or not platform_rejected(
+            sent.state, sent.einvoicing_status, sent.codes, sent.held_for
+        ):
             return other
     return None

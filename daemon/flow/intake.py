@@ -262,6 +262,8 @@ class Intake:
                     return Queued()
                 case Verdict.KNOWN | Verdict.FAIL | Verdict.INCOMPLETE | Verdict.HOLD:
                     pass
+        if decision.verdict is Verdict.KNOWN and decision.rules_warning is not None:
+            self._say_rules(path, found, folder.org.key, decision.rules_warning, invoice)
         return await self._act(folder, path, name, found, decision)
 
     async def _act(
@@ -313,12 +315,7 @@ class Intake:
                 reason=warning.reason, detail=warning.detail,
             )
         if (rules := decision.rules_warning) is not None:
-            said = {"path": path, "sha256": found.sha256, "org": org,
-                    "rules": self._rules_ids(invoice), "detail": rules.detail}
-            if rules.reason == "rules_unknown":  # not judged: imported all the same
-                log.warning("rules_unknown", **said)
-            else:  # imported although it breaks rules
-                log.warning("rules_warning", **said)
+            self._say_rules(path, found, org, rules, invoice)
         log.info(
             "file_queued", path=path, sha256=found.sha256, org=org, size=found.size,
             type=found.kind, facturx=invoice.label if invoice else None,
@@ -337,6 +334,16 @@ class Intake:
             wire_bytes=found.size + qonto.part_overhead(name, content_type),
         ))
 
+    def _say_rules(
+        self, path: Path, found: Inspection, org: str, rules: Problem, invoice: Invoice | None
+    ) -> None:
+        said = {"path": path, "sha256": found.sha256, "org": org,
+                "rules": self._rules_ids(invoice), "detail": rules.detail}
+        if rules.reason == "rules_unknown":  # not judged: imported all the same
+            log.warning("rules_unknown", **said)
+        else:  # imported although it breaks rules
+            log.warning("rules_warning", **said)
+
     @staticmethod
     def _rules_ids(invoice: Invoice | None) -> list[str]:
         """The fatal rule ids recorded with the invoice."""
@@ -351,9 +358,11 @@ class Intake:
             log.error(
                 "rules_unknown", path=path, detail=problem.detail, sha256=found.sha256,
                 org=folder.org.key,
-                hint="the file stays in its inbox and is checked again every "
-                f"{self._intervals.rules_retry_s:g} s; to import it without the rules' "
-                'verdict, set rules = "warn" for its folder',
+                hint=("the file stays in its inbox for the next run" if self._once else
+                      "the file stays in its inbox and is checked again every "
+                      f"{self._intervals.rules_retry_s:g} s")
+                + '; to import it without the rules\' verdict, set rules = "warn" for its '
+                "folder",
             )
         if self._once:
             return Outcome.LEFT

@@ -170,13 +170,16 @@ def bucket(state: EinvoiceState, status: str | None, codes: Sequence[object]) ->
             return Bucket.DELIVERED if any(c >= 202 for c in seen) else Bucket.SUBMITTED
 
 
-def platform_rejected(state: EinvoiceState, status: str | None, codes: Sequence[object]) -> bool:
-    """Rejected by the platform (213), refused by Qonto, or a failed submission: the
-    invoice never reached its buyer, and a corrected re-export is the expected fix.
-    (A buyer's refusal, 210, is not: that calls for a credit note.)"""
-    return (
-        213 in numbers(codes) or status in FAILED_STATUSES or state is EinvoiceState.REJECTED
-    )
+def platform_rejected(
+    state: EinvoiceState, status: str | None, codes: Sequence[object], held_for: str | None
+) -> bool:
+    """Rejected by the platform (213), a failed submission, or refused by Qonto when
+    it was sent: the invoice never reached its buyer, and a corrected re-export is the
+    expected fix. Not a buyer's refusal (210, `declined`: a credit note), not an
+    invoice the platform delivered (`not_delivered` comes after it accepted it), not
+    one held too long for its client (`retry --einvoice` sends it)."""
+    refused_at_send = state is EinvoiceState.REJECTED and held_for is None
+    return 213 in numbers(codes) or status == "submission_failed" or refused_at_send
 
 
 def einvoice_counts(

@@ -14,6 +14,7 @@ Findings flagged `warning` by the rules never block.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 
@@ -27,7 +28,8 @@ from .records import Problem
 # French package; BASIC WL is accepted during the first year of the reform only.
 _NOT_EINVOICES = ("minimum", "basic")
 BASICWL_UNTIL = date(2027, 9, 1)  # the end of the reform's first year
-_SHOWN = 20  # findings spelled out in a detail; the sidecar's `findings` has them all
+_SHOWN = 20  # findings spelled out in a detail
+_KEPT = 200  # findings kept (journal, sidecar, lookup); beyond, a count per rule id
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,16 @@ def judge(policy: RulesPolicy, report: Report) -> RulesVerdict:
 def summary(report: Report) -> str:
     """The report as the journal keeps it and `lookup --json` shows it (JSON)."""
     verdict = "failed" if report.fatal else "unknown" if report.unknown else "passed"
+    # Fatal findings first; a pathological invoice (one finding per line) is kept
+    # in bounds, with how many of each rule were left out.
+    ordered = sorted(report.findings, key=lambda f: f.flag is not Flag.FATAL)
+    left_out = Counter(f.rule for f in ordered[_KEPT:])
     return json.dumps({
         "verdict": verdict,
         "fatal": report.rule_ids(Flag.FATAL),
         "warnings": report.rule_ids(Flag.WARNING),
-        "findings": [f.as_json() for f in report.findings],
+        "findings": [f.as_json() for f in ordered[:_KEPT]],
+        "findings_left_out": dict(left_out),
         "unknown": report.unknown,
         "checked": [s.value for s in report.checked],
         "versions": versions(),
@@ -111,11 +118,12 @@ def _broken(reason: str, report: Report) -> Problem:
         for f in fatal[:_SHOWN]
     )
     more = f"; and {len(fatal) - _SHOWN} more" if len(fatal) > _SHOWN else ""
+    also = f" ({report.unknown})" if report.unknown else ""
     return Problem(
         reason,
         f"the invoice breaks {len(fatal)} business rule(s) the e-invoicing platform checks "
         f"and would reject it: {shown}{more}. Correct the invoice in the billing software "
-        "and export it again",
+        f"and export it again{also}",
     )
 
 

@@ -43,6 +43,21 @@ def _can_connect(database: str, *, uri: bool = False) -> None:
     sqlite3.connect(database, uri=uri).close()
 
 
+def make_private(path: Path) -> None:
+    """The journal's folder (0700) and an empty journal file (0600), when missing.
+
+    The journal holds OAuth refresh tokens and what every invoice says: outside
+    systemd (whose StateDirectory= is 0700) it must not be readable by others.
+    SQLite gives its -wal and -shm files the journal's own mode.
+    """
+    os.makedirs(path.parent, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 def _where(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -85,15 +100,15 @@ class Store:
         `connect` makes the connection (aiosqlite's own, or a test's stand-in at
         that edge: a disk that fills up, commits that are counted).
         """
+        existed = await asyncio.to_thread(path.exists)
         try:
-            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(make_private, path)
         except OSError as exc:
             raise JournalError(
-                path, f"cannot create its folder: {exc.strerror or exc}",
+                path, f"cannot create it or its folder: {exc.strerror or exc}",
                 "create the folder, or let systemd make it (StateDirectory=)",
                 temporary=exc.errno in (errno.ENOSPC, errno.EDQUOT),
             ) from None
-        existed = await asyncio.to_thread(path.exists)
         try:
             await asyncio.to_thread(_can_connect, str(path))
             db = await connect(path)

@@ -80,18 +80,19 @@ def compare(corpus: Path, candidate: Path) -> list[str]:
     lines = []
     for pdf in sorted(corpus.rglob("*.pdf")):
         try:
-            invoice = read_invoice(pdf.read_bytes(), check_xsd=False, keep_xml=True)
+            invoice = read_invoice(pdf.read_bytes(), keep_xml=True)
         except Exception:  # not a PDF pypdf can read: nothing to judge
             continue
         if invoice.xml is None:
             continue
-        before = set(check(invoice.xml, invoice.profile, invoice.seller_country).rule_ids())
-        after = set(
-            check(invoice.xml, invoice.profile, invoice.seller_country, candidate).rule_ids()
-        )
-        if before != after:
-            change = [f"+{r}" for r in sorted(after - before)]
-            change += [f"-{r}" for r in sorted(before - after)]
+        old = check(invoice.xml, invoice.profile, invoice.seller_country)
+        new = check(invoice.xml, invoice.profile, invoice.seller_country, candidate)
+        before, after = set(old.rule_ids()), set(new.rule_ids())
+        change = [f"+{r}" for r in sorted(after - before)]
+        change += [f"-{r}" for r in sorted(before - after)]
+        if new.unknown and new.unknown != old.unknown:  # the new rules failed to run
+            change.append(f"?{new.unknown}")
+        if change:
             lines.append(f"{pdf}\t{' '.join(change)}")
     return lines
 

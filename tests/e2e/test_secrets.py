@@ -73,3 +73,50 @@ async def test_echoed_headers_never_reach_logs_journal_sidecars_or_lookup(ws: Wo
             continue
         assert not leaks(data), path
     assert sys.executable  # the daemon ran as a real process
+
+
+def _environs(pids: list[int]) -> dict[int, bytes]:
+    return {pid: Path(f"/proc/{pid}/environ").read_bytes() for pid in pids}
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+async def test_parser_and_rules_processes_never_inherit_the_secrets(ws: Workspace):
+    """They read untrusted files: whatever runs there finds no key in its environment."""
+    import signal
+
+    from helpers import SECRET as KEY
+    from helpers import daemon, finish, seen, wait_for
+
+    emulator = Emulator({LOGIN: KEY}, seed=6)
+    async with serve(emulator) as url:
+        toml = ws.root / "config.toml"
+        toml.write_text(to_toml(ws.config_dict(url, validation={"rules": "warn"})),
+                        encoding="utf-8")
+        log = ws.root / "daemon.log"
+        proc = await daemon(toml, log)  # the key in its environment, as systemd gives it
+        try:
+            ws.invoice("a.pdf", "ENV-1")
+            await wait_for(lambda: seen(log, "file_imported"), timeout_s=90, what="the import")
+            environs = _environs(_descendants(proc.pid))
+            assert len(environs) >= 3  # the forkserver, a parser, a rules worker
+            for pid, environ in environs.items():
+                assert KEY.encode() not in environ, pid
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert await finish(proc) == 0

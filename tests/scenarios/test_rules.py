@@ -153,11 +153,12 @@ async def test_an_external_entity_reads_nothing_of_the_server_into_anything(
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         f'<!DOCTYPE rsm:CrossIndustryInvoice [<!ENTITY xxe SYSTEM "file://{secret}">]>',
     ).replace("<ram:Name>Client SARL</ram:Name>", "<ram:Name>Client &xxe;SARL</ram:Name>")
-    raw = ws.config_dict(url, validation={"rules": "require"})
+    raw = ws.config_dict(url, validation={"rules": "require", "facturx": "require"})
     running = await start(cfg(ws, url, raw))
     embedded_pdf(ws.root / ".xxe.pdf", xml.encode()).rename(ws.inbox / "xxe.pdf")
     await wait_for(lambda: "xxe.pdf" in names(ws.failed), timeout_s=LONG, what="the refusal")
-    assert sidecar(ws, "xxe.pdf")["reason"] == "rules_failed"  # judged, on its own data
+    refused = sidecar(ws, "xxe.pdf")
+    assert refused["reason"] == "facturx_invalid" and "DOCTYPE" in refused["detail"]
     assert await running.stop() == 0
     row = await lookup(ws, raw, ws.failed / "xxe.pdf", capsys)
     everything = [json.dumps(_logs, default=str), json.dumps(row),
