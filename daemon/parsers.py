@@ -36,6 +36,10 @@ class ParseFailed(Exception):
     """The PDF could not be read within the limits; the message says why."""
 
 
+class _Died(Exception):
+    """The parser process ended during a parse: not yet the PDF's fault."""
+
+
 class ParserUnavailable(Exception):
     """No parser process could be started: not the file's fault, it must wait."""
 
@@ -251,7 +255,25 @@ class ParserPool:
     async def parse(
         self, data: bytes, *, check_xsd: bool = True, keep_xml: bool = False
     ) -> Invoice:
-        """The invoice XML of a PDF; ParseFailed when it cannot be read within the limits."""
+        """The invoice XML of a PDF; ParseFailed when it cannot be read within the limits.
+
+        A parser that dies during a parse (killed from outside, the OOM killer) is
+        replaced and the PDF read again by the fresh one: only a second death is
+        laid at the PDF's door.
+        """
+        try:
+            return await self._parse_once(data, check_xsd, keep_xml)
+        except _Died:
+            log.warning("parser_restarted", reason="the process stopped during a parse")
+        try:
+            return await self._parse_once(data, check_xsd, keep_xml)
+        except _Died:
+            raise ParseFailed(
+                "the PDF parser stopped twice while reading this PDF (out of memory, "
+                "or crashed)"
+            ) from None
+
+    async def _parse_once(self, data: bytes, check_xsd: bool, keep_xml: bool) -> Invoice:
         worker = await self._idle.get()
         try:
             # Starting a worker (a second or so on a busy machine) is not the file's time.
@@ -273,14 +295,14 @@ class ParserPool:
             ) from None
         except BrokenProcessPool:
             worker.kill()
-            raise ParseFailed("the PDF parser stopped (out of memory, or crashed)") from None
+            raise _Died from None
         except MemoryError:
             worker.kill()  # a fresh worker for the next file
             raise ParseFailed("reading the PDF needs more memory than allowed") from None
         except asyncio.CancelledError:
             worker.kill()  # stopping: never wait for a parse
             raise
-        except (ParseFailed, ParserUnavailable):
+        except (ParseFailed, ParserUnavailable, _Died):
             raise
         except Exception as exc:  # what pypdf says about a PDF it cannot read
             problem = f"the PDF cannot be read: {type(exc).__name__}: {exc}"

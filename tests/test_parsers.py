@@ -141,3 +141,19 @@ async def test_a_parser_restarted_after_dying_idle_does_not_spend_the_files_time
         assert slow_start.pids() and slow_start.pids() != [pid]
     finally:
         slow_start.close()
+
+
+async def test_a_parser_killed_mid_parse_is_replaced_and_the_pdf_read_again(tmp_path, _logs):
+    """Killed from outside (an administrator, the OOM killer): the PDF is not to blame."""
+    pool = ParserPool(workers=1, timeout_s=60.0, memory_mb=512)
+    try:
+        task = asyncio.ensure_future(pool.parse(slow_pdf(20_000_000)))  # a few seconds
+        await wait_for(lambda: bool(pool.pids()), what="the parser to start")
+        (pid,) = pool.pids()
+        os.kill(pid, signal.SIGKILL)
+        invoice = await asyncio.wait_for(task, 120)  # read by a fresh parser, not failed
+        assert isinstance(invoice, Invoice)  # read to its end: a verdict on the PDF itself
+        assert pool.pids() and pool.pids() != [pid]
+        assert any(e["event"] == "parser_restarted" for e in _logs)
+    finally:
+        pool.close()

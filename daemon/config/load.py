@@ -223,9 +223,10 @@ def _validation(raw: Mapping[str, Any]) -> ValidationConfig:
             "validation.rules_memory_mb must be at least 512 (Saxon with the rules compiled "
             "takes about 300 MB)"
         )
-    if validation.parse_memory_mb < 128:
+    if validation.parse_memory_mb < 192:
         val.problems.append(
-            "validation.parse_memory_mb must be at least 128 (the parser's own size)"
+            "validation.parse_memory_mb must be at least 192 (the parser maps about 150 MB "
+            "before it reads a file)"
         )
     val.finish()
     return validation

@@ -132,7 +132,7 @@ class ValidationConfig:
     facturx: FacturxPolicy = FacturxPolicy.WARN
     duplicate_number: NumberPolicy = NumberPolicy.FAIL
     parse_timeout_s: float = 10.0
-    parse_memory_mb: int = 512
+    parse_memory_mb: int = 256  # address space: the parser itself maps about 150 MB
     parse_workers: int = 2
     # None: "off", and "require" in send_by_einvoice folders.
     rules: RulesPolicy | None = None
