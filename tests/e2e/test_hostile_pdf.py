@@ -25,7 +25,8 @@ def rss_mb(pid: int) -> float:
 async def test_a_slow_pdf_is_cut_short_while_the_others_are_imported(ws: Workspace, qonto):
     emulator, url = qonto
     (ws.inbox / "crafted.pdf").write_bytes(slow_pdf(SLOW))
-    toml = ws.write_toml(url, validation={"facturx": "require", "parse_timeout_seconds": 3.0})
+    toml = ws.write_toml(url, validation={"facturx": "require", "parse_timeout_seconds": 3.0,
+                                          "parse_memory_mb": 1024})  # time, not memory
     log = ws.root / "daemon.log"
     proc = await daemon(toml, log)
     peak = 0.0
