@@ -14,6 +14,7 @@ import errno
 import functools
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from .config import Config, FacturxPolicy, RulesPolicy
 from .errors import AlreadyRunning, JournalError
 from .flow.pipeline import Pipeline
 from .flow.reconcile import reconcile
-from .journal import Journal
+from .journal import EinvoiceState, Journal
 from .lock import InstanceLock
 from .lock import holder as lock_holder
 from .notify import Notifier
@@ -245,13 +246,43 @@ class Service:
                 return
 
     async def _until_idle(self, pipeline: Pipeline) -> None:
-        """--once: stop when every file found at start has been dealt with."""
+        """--once: stop when every file found at start has been dealt with, and every
+        e-invoice asked for has been sent (or could not be: exit 1, said)."""
         await pipeline.discovery.listed_once.wait()
         while not self._stopping.is_set():
             if pipeline.idle:
+                await self._einvoices_once(pipeline)
                 self.request_stop("once: nothing left to do")
                 return
             await wait_event(self._stopping, self.intervals.idle_poll_s)
+
+    async def _einvoices_once(self, pipeline: Pipeline) -> None:
+        """Send what is due, and again after transient errors, as uploads are retried;
+        up to [log] unreachable_alert_seconds. Held ones wait for the next run (each
+        said by einvoice_held)."""
+        journal, orgs = pipeline.journal, list(pipeline.orgs)
+        give_up_at = MONOTONIC() + self.config.unreachable_alert_s
+        while not self._stopping.is_set():
+            await pipeline.einvoicing.run(once=True)
+            active = [key for key, org in pipeline.orgs.items() if not org.paused]
+            left = await journal.einvoices_in(EinvoiceState.PENDING, orgs)
+            retry = [e for e in left if e.org in active]
+            if not left:
+                return
+            if not retry or MONOTONIC() >= give_up_at:
+                break
+            wait_s = max(0.0, min(e.next_at for e in retry) - time.time())
+            await wait_event(self._stopping, min(wait_s, max(0.0, give_up_at - MONOTONIC())))
+        if left:
+            log.error(
+                "einvoices_left", count=len(left),
+                invoice_ids=[e.invoice_id for e in left[:20]],
+                detail=f"{len(left)} e-invoice(s) could not be sent in this run "
+                "(Qonto did not take them, or their organization is paused)",
+                hint="they are sent at the next run; see the einvoice_send_retry and "
+                "org_paused lines for why",
+            )
+            self._exit_code = 1
 
     async def _supervise(self, workers: list[asyncio.Task[None]]) -> None:
         """After a stop request, give requests in flight the grace period, then cancel."""

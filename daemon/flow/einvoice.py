@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +37,7 @@ import structlog
 
 from ..aio import wait_first
 from ..backoff import next_delay
-from ..config import EinvoicingConfig, UploadConfig
+from ..config import EinvoicingConfig, Folder, UploadConfig
 from ..errors import AuthProblem, NotYet, QontoError, Rejected, Transient
 from ..journal import Einvoice, EinvoiceState, Journal
 from ..timing import DEFAULT, Clock, Intervals
@@ -81,11 +81,13 @@ class Einvoicing:
         settings: EinvoicingConfig,
         upload: UploadConfig,
         stopping: asyncio.Event,
+        folders: Sequence[Folder] = (),
         rng: random.Random | None = None,
         intervals: Intervals = DEFAULT,
         clock: Clock = time.time,
     ) -> None:
         self._journal = journal
+        self._folders = folders
         self._orgs = orgs
         self._settings = settings
         self._upload = upload
@@ -99,9 +101,10 @@ class Einvoicing:
         self._clients: dict[tuple[str, str], tuple[float, bool]] = {}  # reachable, when read
 
     async def run(self, *, once: bool = False) -> None:
-        """Send, hold and follow until the daemon stops; with `once`, until nothing is
-        due now (held and submitted ones wait for the next run)."""
+        """Send, hold and follow until the daemon stops; with `once`, what is due now
+        and no more (held and submitted ones wait for their time, or the next run)."""
         woken = [org.einvoices_recorded for org in self._orgs.values()]
+        await self._drop_unwanted()
         while not self._stopping.is_set():
             for event in woken:
                 event.clear()
@@ -122,7 +125,7 @@ class Einvoicing:
                         pass
             if len(due) == _DUE_BATCH:
                 continue
-            if once and not due:
+            if once:  # what was due is done; the rest waits for its time (or the next run)
                 return
             # A pause ends by the clock: look again soon while one lasts.
             wait_s = (
@@ -134,6 +137,32 @@ class Einvoicing:
                 wait_s = min(wait_s, max(0.0, next_at - self._clock()))
             if wait_s > 0 or not due:
                 await wait_first(self._stopping, *woken, timeout_s=max(wait_s, 0.05))
+
+    async def _drop_unwanted(self) -> None:
+        """E-invoices asked for by a folder that no longer sends by e-invoice, and not
+        sent yet, are not sent: the folder's current setting decides. Said once, per
+        folder. (Those asked for with `send-einvoice`, from no inbox, stay.)"""
+        if not self._folders:
+            return
+        by_inbox = {f.inbox: f for f in self._folders}
+        waiting = []
+        for state in (EinvoiceState.PENDING, EinvoiceState.HELD):
+            waiting += await self._journal.einvoices_in(state, list(self._orgs))
+        dropped: dict[Path, list[Einvoice]] = {}
+        for e in waiting:
+            folder = by_inbox.get(e.path.parent) if e.path is not None else None
+            if folder is not None and not folder.send_by_einvoice:
+                dropped.setdefault(folder.inbox, []).append(e)
+        for inbox, those in dropped.items():
+            for e in those:
+                await self._journal.forget_einvoice(e.org, e.invoice_id)
+            log.warning(
+                "einvoices_dropped", inbox=inbox, count=len(those),
+                invoice_ids=[e.invoice_id for e in those[:20]],
+                detail=f"{len(those)} e-invoice(s) asked for by this folder were not sent "
+                "yet, and it no longer has send_by_einvoice = true: they are not sent",
+                hint="to send them after all, use send-einvoice with their files in done/",
+            )
 
     async def _path(self, e: Einvoice) -> Path | None:
         """The file the e-invoice was asked for (rows from before v4: the content's file)."""

@@ -57,6 +57,7 @@ class Pipeline:
         self._once = once
         self._stopping = stopping
         self._journal = journal
+        self.journal = journal
         self._parsers = parsers
         timeout = aiohttp.ClientTimeout(
             total=cfg.upload.timeout_s, sock_connect=cfg.upload.connect_timeout_s
@@ -102,7 +103,7 @@ class Pipeline:
         )
         self.einvoicing = Einvoicing(
             journal=journal, orgs=self.orgs, settings=cfg.einvoicing, upload=cfg.upload,
-            stopping=stopping, intervals=intervals,
+            stopping=stopping, folders=cfg.folders, intervals=intervals,
         )
         self.progress = Progress(
             books=self.books, settler=self.settler, settled=self.settled, intake=self.intake,

@@ -122,6 +122,22 @@ class Einvoices(Store):
         )
         return next((r[0] for r in rows if r[0] is not None), None)
 
+    async def einvoices_in(self, state: EinvoiceState, orgs: Sequence[str]) -> list[Einvoice]:
+        """These organizations' e-invoices in this state, the soonest due first."""
+        marks = ",".join("?" * len(orgs))
+        rows = await self._db.execute_fetchall(
+            f"SELECT * FROM einvoices WHERE state = ? AND org IN ({marks}) ORDER BY next_at",
+            (state, *orgs),
+        )
+        return [_einvoice(r) for r in rows]
+
+    async def forget_einvoice(self, org: str, invoice_id: str) -> None:
+        """An e-invoice no longer asked for (never sent): as if it never was."""
+        await self._write(lambda: self._db.execute(
+            "DELETE FROM einvoices WHERE org = ? AND invoice_id = ? AND state IN (?, ?)",
+            (org, invoice_id, EinvoiceState.PENDING, EinvoiceState.HELD),
+        ))
+
     async def einvoice(self, org: str, invoice_id: str) -> Einvoice | None:
         rows = await self._db.execute_fetchall(
             "SELECT * FROM einvoices WHERE org = ? AND invoice_id = ?", (org, invoice_id)

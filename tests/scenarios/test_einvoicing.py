@@ -396,3 +396,66 @@ def test_the_tracking_interval_doubles_up_to_its_bound_for_ever():
     settings = EinvoicingConfig(poll_initial_s=60.0, poll_max_s=600.0, track_days=30.0)
     assert [poll_interval_s(settings, n) for n in range(6)] == [60, 120, 240, 480, 600, 600]
     assert poll_interval_s(settings, 5_000) == 600.0  # a month of checks: no overflow
+
+
+async def test_run_once_sends_the_e_invoices_before_it_exits(ws, fast, start, _logs):
+    emulator, url = fast
+    ws.invoice("cron.pdf", "CRON-1")
+    code = await asyncio.wait_for((await start(sending_cfg(ws, url), once=True)).task, 60)
+    assert code == 0
+    (invoice_id,) = emulator.invoices_of(LOGIN).values()
+    assert emulator.sent[invoice_id].calls == 1 and events(_logs, "einvoice_submitted")
+
+
+async def test_run_once_retries_a_send_then_says_what_is_left(ws, fast, start, _logs):
+    emulator, url = fast
+    emulator.einvoice_faults.server_error_first = 2  # two 5xx, then it goes
+    ws.invoice("later.pdf", "CRON-2")
+    raw = sending(ws, url, log={"unreachable_alert_seconds": 30.0})
+    raw["upload"]["backoff_initial_seconds"] = 0.05
+    cfg = config_from(ws, raw)
+    assert await asyncio.wait_for((await start(cfg, once=True)).task, 60) == 0
+    assert events(_logs, "einvoice_submitted") and not events(_logs, "einvoices_left")
+    # Qonto keeps failing: the run gives up after unreachable_alert_seconds, exit 1.
+    emulator.einvoice_faults.server_error = 1.0
+    ws.invoice("never.pdf", "CRON-3")
+    raw = sending(ws, url, log={"unreachable_alert_seconds": 1.0})
+    _logs.clear()
+    assert await asyncio.wait_for((await start(config_from(ws, raw), once=True)).task, 60) == 1
+    (left,) = events(_logs, "einvoices_left")
+    assert left["count"] == 1 and left["log_level"] == "error" and left["hint"]
+
+
+def config_from(ws: Workspace, raw: dict[str, Any]):
+    from daemon import config as config_mod
+
+    return config_mod.from_dict(raw, env=ENV, base_dir=ws.root)
+
+
+async def test_a_folder_that_stops_sending_by_e_invoice_drops_what_it_had_not_sent(
+    ws, fast, start, _logs, capsys
+):
+    emulator, url = fast
+    running = await start(sending_cfg(ws, url))
+    unreachable(ws, "held.pdf")
+    await wait_for(lambda: events(_logs, "einvoice_held"), what="the hold")
+    assert await running.stop() == 0
+    raw = sending(ws, url)
+    raw["folders"][0]["send_by_einvoice"] = False  # the operator turns it off
+    for client in emulator.clients.values():
+        client.e_invoicing_reachable = True  # the client would be reachable now
+    _logs.clear()
+    running = await start(config_from(ws, raw))
+    await wait_for(lambda: events(_logs, "einvoices_dropped"), what="the drop")
+    (dropped,) = events(_logs, "einvoices_dropped")
+    assert dropped["count"] == 1 and dropped["inbox"] == ws.inbox
+    await asyncio.sleep(0.8)  # long past a recheck: still nothing sent
+    assert not emulator.sent
+    assert await running.stop() == 0
+    row = await lookup_json(ws, ws.done / "held.pdf", capsys)
+    assert row["einvoice_state"] == "none"
+    _logs.clear()
+    running = await start(config_from(ws, raw))  # said once: nothing left to drop
+    await asyncio.sleep(0.5)
+    assert await running.stop() == 0
+    assert not events(_logs, "einvoices_dropped")
