@@ -89,7 +89,7 @@ def test_a_damaged_journal_is_one_clear_error(tmp_path, capsys):
 
 def test_a_journal_path_that_is_a_folder_or_under_a_file(tmp_path, capsys):
     (tmp_path / "a-folder").mkdir()
-    assert "cannot be opened" in unusable(tmp_path, tmp_path / "a-folder", capsys)
+    assert "a directory, not a file" in unusable(tmp_path, tmp_path / "a-folder", capsys)
     (tmp_path / "a-file").write_text("x")
     assert "cannot create its folder" in unusable(tmp_path, tmp_path / "a-file" / "s.db", capsys)
 

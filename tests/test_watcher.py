@@ -27,7 +27,7 @@ async def test_an_inbox_deleted_and_recreated_is_watched_again(ws, qonto, start,
     await asyncio.to_thread(shutil.rmtree, ws.inbox)  # the share goes away...
     ws.inbox.mkdir()  # ...and comes back, as a new directory
     ws.invoice("after.pdf")
-    await wait_for(lambda: "after.pdf" in names(ws.done), timeout_s=15, what="after.pdf")
+    await wait_for(lambda: "after.pdf" in names(ws.done), timeout_s=30, what="after.pdf")
     assert len(emulator.invoices_of(LOGIN)) == 2
     assert not events(_logs, "watcher_error")
     assert await running.stop() == 0
@@ -58,7 +58,7 @@ async def test_a_name_that_is_not_utf8_is_picked_up(ws, qonto, start, _logs):
     await wait_for(lambda: done_name in names(ws.done), timeout_s=15, what="the Latin-1 name")
     assert sha256_of(src) in emulator.invoices_of(LOGIN)
     ws.invoice("after.pdf")  # and the watcher is still alive
-    await wait_for(lambda: "after.pdf" in names(ws.done), timeout_s=15, what="after.pdf")
+    await wait_for(lambda: "after.pdf" in names(ws.done), timeout_s=30, what="after.pdf")
     assert not events(_logs, "watcher_error")
     assert await running.stop() == 0
 

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .. import logs, mover
 from ..config import Config, Folder
+from ..errors import FileChanged
+from ..identity import describe_mode
 from ..journal import Journal
 from .common import EX_FAILED, EX_OK, hash_file, org_of
 
 
 def retry_files(cfg: Config, paths: list[Path], everything: bool) -> tuple[list[str], list[str]]:
-    """Move failed files back into their inbox, their report removed. (moved, problems)."""
+    """Move failed files back into their inbox, their report removed. (moved, problems).
+
+    Only regular files are moved: a folder, a pipe or a link in failed/ is named as
+    a problem and left alone, and one file's trouble never stops the others.
+    """
     moved: list[str] = []
     problems: list[str] = []
     targets: list[tuple[Path, Folder]] = []
@@ -25,27 +32,47 @@ def retry_files(cfg: Config, paths: list[Path], everything: bool) -> tuple[list[
                 names = sorted(os.listdir(folder.failed))
             except FileNotFoundError:
                 continue
+            except OSError as exc:
+                problems.append(f"{folder.failed}: {exc.strerror or exc}")
+                continue
             targets += [
                 (folder.failed / n, folder) for n in names
                 if not n.endswith(mover.SIDECAR_SUFFIX) and not n.startswith(".")
-                and (folder.failed / n).is_file()
             ]
     for path in paths:
-        owner = by_failed.get(path.resolve().parent)
+        # The folder it sits in, not where a link points.
+        owner = by_failed.get(path.absolute().parent.resolve())
         if owner is None:
-            problems.append(f"{path}: not in a failed/ folder of this configuration")
+            problems.append(f"{_shown(path)}: not in a failed/ folder of this configuration")
             continue
         targets.append((path, owner))
     for path, folder in targets:
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError as exc:
+            problems.append(f"{_shown(path)}: {exc.strerror or exc}")
+            continue
+        if not stat.S_ISREG(mode):
+            problems.append(
+                f"{_shown(path)}: {describe_mode(mode)}, not a regular file: not moved"
+            )
+            continue
         sidecar = path.with_name(path.name + mover.SIDECAR_SUFFIX)
         try:
             dest = mover.move_into(path, folder.inbox)
+        except FileChanged:
+            problems.append(f"{_shown(path)}: it changed while it was moved: try again")
+            continue
         except OSError as exc:
-            problems.append(f"{path}: {exc.strerror or exc}")
+            problems.append(f"{_shown(path)}: {exc.strerror or exc}")
             continue
         sidecar.unlink(missing_ok=True)
-        moved.append(f"{path} -> {dest}")
+        moved.append(f"{_shown(path)} -> {_shown(dest)}")
     return moved, problems
+
+
+def _shown(path: Path) -> str:
+    return logs.printable(str(path))
 
 
 async def retry_einvoices(cfg: Config, paths: Sequence[Path], everything: bool) -> int:

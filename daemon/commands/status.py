@@ -14,7 +14,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from .. import watcher
+from .. import logs, watcher
 from ..config import Config, Folder
 from ..flow.lifecycle import Bucket, einvoice_counts
 from ..journal import Journal, State
@@ -104,7 +104,8 @@ def _folder(
         "done": _files_in(folder.done),
         "failed": _files_in(folder.failed),
         "imported_invoices": counts[(folder.done, State.DONE)],
-        "oldest_waiting": str(oldest[1]) if oldest else None,
+        # A name that is not UTF-8 shows its bytes as \xNN, as the log does.
+        "oldest_waiting": logs.printable(str(oldest[1])) if oldest else None,
         # ctime: when the file arrived here (a copy keeps an old mtime).
         "oldest_waiting_s": round(time.time() - oldest[0]) if oldest else None,
         # Not in the journal: being written, incomplete, unreadable, or not seen yet

@@ -9,12 +9,14 @@ variable or a file, and is wrapped so that it never prints.
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
+from ..identity import describe_mode
 from ..logs import LogFormat
 from .model import (
     DEFAULT_BASE_URL,
@@ -49,7 +51,14 @@ def load(
     path = Path(path)
     env = os.environ if env is None else env
     try:
-        with path.open("rb") as fh:
+        # Never blocks: a FIFO named by mistake would hang every command.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError(
+                    f"configuration file {path} is {describe_mode(mode)}, not a regular file"
+                )
             raw = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
@@ -57,6 +66,11 @@ def load(
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start}): save it as UTF-8"
+        ) from None
     return from_dict(raw, env=env, base_dir=path.parent.resolve(), secrets=secrets)
 
 

@@ -53,12 +53,17 @@ class Table:
                 raise ConfigError(problem)
             self.problems.append(problem)
             return default
-        if isinstance(value, float) and not math.isfinite(value):
+        wrong: str | None = None
+        if isinstance(value, str) and "\x00" in value:
+            # No path, name or URL holds one (the system calls would refuse it).
+            wrong = f"{self._name(key)} must not contain a NUL character"
+        elif isinstance(value, float) and not math.isfinite(value):
             # TOML has nan and inf; no duration, size or count here means either.
-            problem = f"{self._name(key)} must be a finite number, got {value}"
+            wrong = f"{self._name(key)} must be a finite number, got {value}"
+        if wrong is not None:
             if default is None:
-                raise ConfigError(problem)
-            self.problems.append(problem)
+                raise ConfigError(wrong)
+            self.problems.append(wrong)
             return default
         return value
 

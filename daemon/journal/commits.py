@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -23,6 +24,7 @@ import structlog
 
 from ..aio import wait_event, wait_first
 from ..errors import JournalError, JournalUnavailable
+from ..identity import describe_mode
 from .schema import HINT_DAMAGED, migrate, open_error
 from .sql import HINT_FULL, closed, full, quietly, run_closed, uncancellable
 
@@ -37,10 +39,30 @@ def readonly_uri(path: Path) -> str | None:
 
 
 def _can_connect(database: str, *, uri: bool = False) -> None:
-    """Raise what connecting would raise, before aiosqlite starts its thread: a
-    connection that fails to open leaves that thread to answer after the caller
-    (a command's event loop) may be gone."""
-    sqlite3.connect(database, uri=uri).close()
+    """Raise what connecting (and a first read) would raise, before aiosqlite starts
+    its thread: a connection that fails leaves that thread to answer after the
+    caller (a command's event loop) may be gone, and SQLite opens a file that is
+    not a database without a word until it is read."""
+    conn = sqlite3.connect(database, uri=uri)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        conn.close()
+
+
+def _not_a_file(path: Path) -> JournalError | None:
+    """A journal path that names a folder (or something else than a file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if stat.S_ISREG(st.st_mode):
+        return None
+    return JournalError(
+        path, f"it is {describe_mode(st.st_mode)}, not a file",
+        "point [database] path at a file (it is created if missing) in a folder the "
+        "daemon's user may write",
+    )
 
 
 def make_private(path: Path) -> None:
@@ -100,12 +122,14 @@ class Store:
         `connect` makes the connection (aiosqlite's own, or a test's stand-in at
         that edge: a disk that fills up, commits that are counted).
         """
+        if (wrong := await asyncio.to_thread(_not_a_file, path)) is not None:
+            raise wrong
         existed = await asyncio.to_thread(path.exists)
         try:
             await asyncio.to_thread(make_private, path)
         except OSError as exc:
             raise JournalError(
-                path, f"cannot create it or its folder: {exc.strerror or exc}",
+                path, f"cannot create its folder (or the file): {exc.strerror or exc}",
                 "create the folder, or let systemd make it (StateDirectory=)",
                 temporary=exc.errno in (errno.ENOSPC, errno.EDQUOT),
             ) from None
@@ -264,6 +288,8 @@ class Store:
     @classmethod
     async def open_readonly(cls, path: Path) -> Self | None:
         """For `lookup` beside a running daemon; None when there is no journal yet."""
+        if (wrong := await asyncio.to_thread(_not_a_file, path)) is not None:
+            raise wrong
         uri = await asyncio.to_thread(readonly_uri, path)
         if uri is None:
             return None
