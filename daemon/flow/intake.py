@@ -109,9 +109,10 @@ class Intake:
     def idle(self) -> bool:
         return not len(self._settled) and self.examining == 0
 
-    async def run(self) -> None:
-        """One of several intake workers: take settled files until the daemon stops."""
-        while (seen := await self._settled.get(self._stopping)) is not None:
+    async def run(self, *, may_parse: bool = True) -> None:
+        """One of several intake workers: take settled files until the daemon stops
+        (only files that need no parser unless `may_parse`)."""
+        while (seen := await self._settled.get(self._stopping, may_parse=may_parse)) is not None:
             self.examining += 1
             try:
                 step = await self.take(seen)

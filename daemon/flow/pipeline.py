@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from .. import qonto
-from ..config import Config
+from ..config import Config, FacturxPolicy, RulesPolicy
 from ..journal import Journal
 from ..notify import Notifier
 from ..oauth import TokenSource
@@ -82,7 +82,13 @@ class Pipeline:
         )
         self.books = Books(self.settler, unfinished)
         self.discovery = Discovery(cfg, self.books, stopping, intervals=intervals)
-        self.settled = Settled()
+        parsing = {
+            f.inbox for f in cfg.folders
+            if f.facturx is not FacturxPolicy.OFF or f.rules is not RulesPolicy.OFF
+        } if parsers is not None else set()
+        self.settled = Settled(
+            lambda path: path.parent in parsing and path.suffix.lower() == ".pdf"
+        )
         filing = Filing(journal)
         limits = Limits(
             max_request_bytes=cfg.upload.max_request_bytes, closing_bytes=qonto.body_size([])
@@ -127,8 +133,11 @@ class Pipeline:
         }
         if not self._once:
             tasks["watch"] = self.discovery.watch_loop()
-        workers = self.config.validation.parse_workers + _READERS
-        tasks.update({f"intake-{n}": self.intake.run() for n in range(workers)})
+        # As many intake workers as parsers may wait for one; the readers never do.
+        parsing = self.config.validation.parse_workers
+        tasks.update({f"intake-{n}": self.intake.run(may_parse=True) for n in range(parsing)})
+        tasks.update({f"reader-{n}": self.intake.run(may_parse=False)
+                      for n in range(_READERS)})
         tasks.update({f"upload-{key}": up.run() for key, up in self.uploads.items()})
         if self._parsers is not None:
             # Supervised too: a stop is not held up by a parser slow to start.

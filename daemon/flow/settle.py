@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,13 +166,12 @@ class Unfinished:
         self._files.pop(path, None)
 
 
-class Settled:
-    """Settled files, handed out in turn from each folder: no backlog starves another folder."""
+class _Fair:
+    """Files handed out in turn from each folder: no backlog starves another folder."""
 
     def __init__(self) -> None:
         self._lanes: dict[Path, deque[Seen]] = {}
         self._turn: deque[Path] = deque()
-        self._ready = asyncio.Event()
 
     def __len__(self) -> int:
         return sum(len(lane) for lane in self._lanes.values())
@@ -183,9 +183,8 @@ class Settled:
             lane = self._lanes[folder] = deque()
             self._turn.append(folder)
         lane.append(seen)
-        self._ready.set()
 
-    def get_nowait(self) -> Seen | None:
+    def pop(self) -> Seen | None:
         if not self._turn:
             return None
         folder = self._turn.popleft()
@@ -197,10 +196,34 @@ class Settled:
             del self._lanes[folder]
         return seen
 
-    async def get(self, stopping: asyncio.Event) -> Seen | None:
-        """The next file, or None once the daemon stops."""
+
+class Settled:
+    """Settled files, fair across folders, in two queues: those a parser must read
+    (PDFs where Factur-X or the rules are checked) and the others. Intake workers
+    that may not wait for a parser take only the others, so an image never queues
+    behind a backlog of slow PDFs."""
+
+    def __init__(self, parses: Callable[[Path], bool] | None = None) -> None:
+        self._parses = parses or (lambda _: False)
+        self._parsing = _Fair()
+        self._plain = _Fair()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._parsing) + len(self._plain)
+
+    def put(self, seen: Seen) -> None:
+        (self._parsing if self._parses(seen.path) else self._plain).put(seen)
+        self._ready.set()
+
+    def get_nowait(self, *, may_parse: bool = True) -> Seen | None:
+        return (self._parsing.pop() if may_parse else None) or self._plain.pop()
+
+    async def get(self, stopping: asyncio.Event, *, may_parse: bool = True) -> Seen | None:
+        """The next file (one that needs no parser unless `may_parse`), or None once the
+        daemon stops."""
         while not stopping.is_set():
-            seen = self.get_nowait()
+            seen = self.get_nowait(may_parse=may_parse)
             if seen is not None:
                 return seen
             self._ready.clear()

@@ -539,3 +539,23 @@ async def test_a_heartbeat_of_one_second_comes_every_second(ws, qonto, start, _l
     await wait_for(lambda: len(events(_logs, "heartbeat")) >= 3, timeout_s=4.5,
                    what="three beats before the first STATUS= interval is over")
     assert await running.stop() == 0
+
+
+async def test_an_image_never_waits_behind_pdfs_that_are_slow_to_parse(ws, qonto, start, _logs):
+    from daemon.commands.demo import tiny_png
+    from daemon.testing.samples import slow_pdf
+
+    emulator, url = qonto
+    slow = slow_pdf(20_000_000)  # seconds of pypdf work each
+    for i in range(8):
+        (ws.root / f".s{i}").write_bytes(slow)
+        (ws.root / f".s{i}").rename(ws.inbox / f"slow-{i}.pdf")
+    running = await start(ws.config(url, validation={"parse_timeout_seconds": 120.0}))
+    await wait_for(lambda: sum(e["event"] == "file_parsing" for e in _logs) >= 2,
+                   what="the parsers busy")
+    (ws.root / ".scan").write_bytes(tiny_png())
+    (ws.root / ".scan").rename(ws.inbox / "scan.png")
+    await wait_for(lambda: "scan.png" in names(ws.done), timeout_s=60, what="the scan")
+    imported = [e["path"].name for e in events(_logs, "file_imported")]
+    assert imported[0] == "scan.png"  # before any of the slow PDFs
+    assert await running.stop() == 0
