@@ -280,6 +280,12 @@ class Einvoicing:
 
     async def _track(self, e: Einvoice, org: Org) -> None:
         bound = log.bind(org=e.org, invoice_id=e.invoice_id)
+        if _age_s(e.submitted_at, self._clock()) >= self._days_s:
+            # Past track_days, whatever the last look said (refused, unanswered): over.
+            await self._journal.update_einvoice(e, state=EinvoiceState.FINAL)
+            bound.info("einvoice_tracking_ended", track_days=self._settings.track_days,
+                       einvoicing_status=e.einvoicing_status, codes=[x.code for x in e.events])
+            return
         try:
             invoice = await org.client.client_invoice(e.invoice_id)
         except Transient as exc:
