@@ -52,6 +52,7 @@ class AuthGate:
         self._until = 0.0
         self._open = asyncio.Event()
         self._open.set()
+        self._probe = asyncio.Lock()
 
     @property
     def paused(self) -> bool:
@@ -71,6 +72,24 @@ class AuthGate:
 
     def succeeded(self) -> None:
         self._strikes = 0
+
+    async def admit(self, stopping: asyncio.Event) -> bool | None:
+        """Before a request. After a refusal, until one succeeds, one request at a time
+        goes (a probe): a pause that ends never sends `concurrency` requests to be
+        refused together. True: this request is the probe (`release_probe` after it);
+        False: credentials not in doubt; None: the daemon stops."""
+        while True:
+            if self.paused and not await self.wait_open(stopping):
+                return None
+            if not self._strikes:
+                return False
+            await self._probe.acquire()
+            if self._strikes and not self.paused:
+                return True
+            self._probe.release()
+
+    def release_probe(self) -> None:
+        self._probe.release()
 
     async def wait_open(self, stopping: asyncio.Event) -> bool:
         """Wait out the pause; False if the daemon is stopping meanwhile."""

@@ -206,64 +206,83 @@ class OrgUploader:
             batch, uploads = await self._read_again(batch)
             if not batch:
                 return
-            await self._journal.mark_sending(self.org, [p.sha256 for p in batch])
-            self._note(batch, Why.SENDING)
+            probe = await self._org.gate.admit(self._stopping)
+            if probe is None:
+                self._leave(batch)
+                return
+            held = [probe]
+
+            def let_go(held: list[bool] = held) -> None:
+                if held[0]:
+                    held[0] = False
+                    self._org.gate.release_probe()
+
             try:
-                async with self._slots.hold():
-                    started = time.monotonic()
-                    ids = await self._client.upload(uploads)
-            except Transient as exc:
-                delay_s = next_delay(
-                    attempt,
-                    exc.retry_after_s,
-                    self._rng,
-                    initial_s=self._settings.backoff_initial_s,
-                    max_s=self._settings.backoff_max_s,
-                )
-                attempt += 1
-                bound.warning(
-                    "batch_retry", error=str(exc), status=exc.status, attempt=attempt,
-                    delay_s=round(delay_s, 2), files=len(batch),
-                    retry_after_s=exc.retry_after_s, trace_id=exc.trace_id,
-                )
-                await self._journal.note_error(
-                    self.org, [p.sha256 for p in batch], str(exc), exc.trace_id
-                )
-                await self._journal.note_org(self.org, error=str(exc))
-                await self._org.unanswered(str(exc))
-                self._note(batch, Why.RETRYING)
-                if await wait_event(self._stopping, delay_s):
-                    self._leave(batch)
-                    return
-                continue
-            except AuthProblem as exc:
-                await self._journal.note_error(
-                    self.org, [p.sha256 for p in batch], str(exc), exc.trace_id
-                )
-                await self._org.refused(exc)
-                continue
-            except (Rejected, Unmatched) as exc:
+                await self._journal.mark_sending(self.org, [p.sha256 for p in batch])
+                self._note(batch, Why.SENDING)
+                try:
+                    async with self._slots.hold():
+                        started = time.monotonic()
+                        ids = await self._client.upload(uploads)
+                except Transient as exc:
+                    delay_s = next_delay(
+                        attempt,
+                        exc.retry_after_s,
+                        self._rng,
+                        initial_s=self._settings.backoff_initial_s,
+                        max_s=self._settings.backoff_max_s,
+                    )
+                    attempt += 1
+                    bound.warning(
+                        "batch_retry", error=str(exc), status=exc.status, attempt=attempt,
+                        delay_s=round(delay_s, 2), files=len(batch),
+                        retry_after_s=exc.retry_after_s, trace_id=exc.trace_id,
+                    )
+                    await self._journal.note_error(
+                        self.org, [p.sha256 for p in batch], str(exc), exc.trace_id
+                    )
+                    await self._journal.note_org(self.org, error=str(exc))
+                    await self._org.unanswered(str(exc))
+                    let_go()  # not an answer on the credentials: the next request may try
+                    self._note(batch, Why.RETRYING)
+                    if await wait_event(self._stopping, delay_s):
+                        self._leave(batch)
+                        return
+                    continue
+                except AuthProblem as exc:
+                    await self._journal.note_error(
+                        self.org, [p.sha256 for p in batch], str(exc), exc.trace_id
+                    )
+                    await self._org.refused(exc)
+                    let_go()  # after the pause is set: the others wait it out
+                    continue
+                except (Rejected, Unmatched) as exc:
+                    self._org.gate.succeeded()  # refused for its content: the key is good
+                    let_go()
+                    await self._org.answered()
+                    if len(batch) > 1:
+                        await self._split(batch, exc, bound)
+                        return
+                    if isinstance(exc, Rejected):
+                        await self._reject(batch[0], exc)
+                        return
+                    raise AssertionError("a one-file answer always matches") from exc
+                self._org.gate.succeeded()
+                let_go()
                 await self._org.answered()
-                if len(batch) > 1:
-                    await self._split(batch, exc, bound)
-                    return
-                if isinstance(exc, Rejected):
-                    await self._reject(batch[0], exc)
-                    return
-                raise AssertionError("a one-file answer always matches") from exc
-            self._org.gate.succeeded()
-            await self._org.answered()
-            del uploads  # the bytes sent are not needed any more
-            # The answer is in: it is recorded even if a stop cancels this delivery,
-            # and filing it does not keep the next request waiting.
-            done = asyncio.ensure_future(
-                self._complete(batch, ids, time.monotonic() - started, batch_id)
-            )
-            self._completing.add(done)
-            done.add_done_callback(self._completing.discard)
-            assert self._tg is not None
-            self._tg.create_task(self._recorded(done, batch))
-            return
+                del uploads  # the bytes sent are not needed any more
+                # The answer is in: it is recorded even if a stop cancels this delivery,
+                # and filing it does not keep the next request waiting.
+                done = asyncio.ensure_future(
+                    self._complete(batch, ids, time.monotonic() - started, batch_id)
+                )
+                self._completing.add(done)
+                done.add_done_callback(self._completing.discard)
+                assert self._tg is not None
+                self._tg.create_task(self._recorded(done, batch))
+                return
+            finally:
+                let_go()
 
     async def _recorded(self, done: asyncio.Future[None], batch: list[Pending]) -> None:
         """Wait for an answer's files to be filed; its failures end up here."""

@@ -559,3 +559,24 @@ async def test_an_image_never_waits_behind_pdfs_that_are_slow_to_parse(ws, qonto
     imported = [e["path"].name for e in events(_logs, "file_imported")]
     assert imported[0] == "scan.png"  # before any of the slow PDFs
     assert await running.stop() == 0
+
+
+async def test_after_a_pause_one_request_probes_the_key_before_the_others(
+    ws, qonto, start, _logs
+):
+    """At concurrency 8, each pause that ends sends one request, not eight, to be
+    refused: Qonto blocks a server after 200 refused logins an hour."""
+    emulator, url = qonto
+    emulator.faults.unauthorized = True
+    for i in range(40):
+        ws.invoice(f"p{i}.pdf", f"P-{i}")
+    cfg = ws.config(url, upload={"concurrency": 8, "linger_seconds": 0.0,
+                                 "auth_pause_initial_seconds": 0.2,
+                                 "auth_pause_max_seconds": 0.2})
+    running = await start(cfg)
+    await wait_for(lambda: len(events(_logs, "org_paused")) >= 5, what="five pauses")
+    refused, pauses = emulator.statuses.get(401, 0), len(events(_logs, "org_paused"))
+    assert refused <= 8 + pauses  # the first burst, then one probe per pause
+    emulator.faults.unauthorized = False  # the key works again: everything goes
+    await wait_for(lambda: len(names(ws.done)) >= 40, timeout_s=60, what="all imported")
+    assert await running.stop() == 0
