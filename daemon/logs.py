@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from collections.abc import Mapping, MutableMapping
 from enum import StrEnum
 from typing import Any, TextIO
@@ -115,6 +116,32 @@ def _route_library_logging() -> None:
     logging.captureWarnings(True)  # warnings.warn() becomes a record of "py.warnings"
 
 
+def _route_uncaught() -> None:
+    """What Python would print as a raw traceback on stderr (an exception in a thread,
+    one ignored in a destructor) becomes a log line like the others."""
+
+    def in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        structlog.get_logger().warning(
+            "library_message", logger="threading",
+            message=f"{getattr(args.thread, 'name', '?')}: {args.exc_type.__name__}: "
+            f"{args.exc_value}"[:2000],
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+            if args.exc_value is not None else None,
+        )
+
+    def unraisable(hook: sys.UnraisableHookArgs) -> None:
+        structlog.get_logger().debug(
+            "library_message", logger="unraisable",
+            message=f"{hook.err_msg or 'Exception ignored'}: "
+            f"{hook.exc_type.__name__}: {hook.exc_value}"[:2000],
+        )
+
+    threading.excepthook = in_thread
+    sys.unraisablehook = unraisable
+
+
 class LogFormat(StrEnum):
     """[log] format: JSON lines for journald, or lines for a person at a terminal."""
 
@@ -146,7 +173,9 @@ def configure(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _printable,
-        structlog.processors.format_exc_info,
+        # An exception is a structured field of its JSON line, never raw text.
+        structlog.processors.dict_tracebacks if as_json
+        else structlog.processors.format_exc_info,
     ]
     if redact:
         processors.append(_Redacting(redact))
@@ -155,6 +184,7 @@ def configure(
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
     _route_library_logging()
+    _route_uncaught()
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),

@@ -525,3 +525,18 @@ async def test_a_journal_others_can_read_is_said_at_start(ws, qonto, start, _log
     await wait_for(lambda: any("can be read by its group or by others" in e.get("detail", "")
                                for e in events(_logs, "config_warning")), what="the warning")
     assert await running.stop() == 0
+
+
+@pytest.mark.parametrize("companion", ["-wal", "-shm"])
+async def test_its_wal_or_shm_deleted_under_the_daemon_is_a_lost_journal(
+    ws, qonto, start, _logs, companion
+):
+    _, url = qonto
+    running = await start(ws.config(url))
+    ws.invoice("a.pdf")
+    await wait_for(lambda: "a.pdf" in names(ws.done), what="a.pdf imported")
+    side = ws.db.with_name(ws.db.name + companion)
+    assert side.exists()  # from the moment the journal is open
+    side.unlink()
+    await wait_for(lambda: events(_logs, "journal_lost"), what="journal_lost")
+    assert await asyncio.wait_for(running.task, 30) == 1

@@ -105,6 +105,8 @@ class Store:
         self._db = db
         self.path = path
         self._where: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        # The same of its -wal and -shm files, once seen: SQLite writes through them.
+        self._companions: dict[str, tuple[int, int] | None] = {}
         self._lock = asyncio.Lock()
         self._unavailable = False
         # The open transaction: its statements (replayed after a rollback) and
@@ -159,15 +161,30 @@ class Store:
             raise
         journal = cls(db, path)
         journal._where = await asyncio.to_thread(_where, path)
+        for suffix in ("-wal", "-shm"):
+            journal._companions[suffix] = await asyncio.to_thread(
+                _where, path.with_name(path.name + suffix)
+            )
         if not existed:
             log.info("journal_created", path=path)
         return journal
 
     async def in_place(self) -> bool:
-        """Whether the file at the journal's path is still the one this daemon writes to."""
+        """Whether the file at the journal's path is still the one this daemon writes to,
+        with the -wal and -shm files it writes through (deleted, SQLite would go on
+        writing into files nobody can see, and the journal come back empty)."""
         if self.path is None:
             return True
-        return await asyncio.to_thread(_where, self.path) == self._where
+        if await asyncio.to_thread(_where, self.path) != self._where:
+            return False
+        for suffix in ("-wal", "-shm"):
+            now = await asyncio.to_thread(_where, self.path.with_name(self.path.name + suffix))
+            seen = self._companions.get(suffix)
+            if seen is None:
+                self._companions[suffix] = now  # the first look, or not there yet
+            elif now != seen:
+                return False
+        return True
 
     async def write(self, sql: str, *args: Any, wait: bool = True) -> aiosqlite.Cursor:
         """One statement in the open transaction (for maintenance and tests); with
