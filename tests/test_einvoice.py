@@ -21,6 +21,9 @@ class RefusedToken:
         raise AuthProblem("token endpoint refused the refresh: invalid_grant", status=401,
                           hint="make a new refresh token")
 
+    async def authorize(self) -> None:
+        self._refuse()
+
     async def upload(self, files):  # noqa: ANN001
         self._refuse()
 

@@ -334,3 +334,35 @@ async def test_the_refresh_token_kept_from_an_earlier_run_never_shows(ws, qonto,
         errors = db.execute("SELECT last_error FROM organizations").fetchall()
     db.close()
     assert errors and all(kept not in (e or "") for (e,) in errors)
+
+
+async def test_a_hanging_token_endpoint_never_holds_the_other_organizations_up(
+    ws, qonto, start, _logs
+):
+    """The token is fetched before a request takes one of the shared upload slots."""
+    from helpers import OTHER_LOGIN
+
+    emulator, url = qonto
+    first = emulator.add_oauth_client(LOGIN, "cid", "cs3cret")
+    emulator.token_hangs.add("cid")
+    other_inbox = ws.root / "other"
+    other_inbox.mkdir()
+    raw = oauth_config(ws, url, first, upload={"concurrency": 1, "timeout_seconds": 600.0})
+    raw["folders"].append({
+        "inbox": str(other_inbox), "done": str(other_inbox / "done"),
+        "failed": str(other_inbox / "failed"), "login": OTHER_LOGIN,
+        "secret_key_env": "QONTO_SECRET_KEY_OTHER",
+    })
+    cfg = config_mod.from_dict(raw, env=env(first), base_dir=ws.root)
+    running = await start(cfg)
+    ws.invoice("stuck.pdf", "STUCK-1")
+    await wait_for(
+        lambda: any(e["path"].name == "stuck.pdf" for e in events(_logs, "file_queued")),
+        what="the stuck file queued",
+    )
+    for i in range(3):
+        ws.invoice(f"other-{i}.pdf", f"OTHER-{i}", folder=other_inbox)
+    await wait_for(lambda: len(names(other_inbox / "done")) == 3, timeout_s=30,
+                   what="the other organization's files, while the token hangs")
+    assert names(ws.inbox) == {"stuck.pdf"}
+    assert await running.stop() == 0

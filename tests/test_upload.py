@@ -47,6 +47,9 @@ class Scripted:
         self.answer = answer
         self.requests: list[list[str]] = []
 
+    async def authorize(self) -> None:
+        return None
+
     async def upload(self, files: Sequence[Upload]) -> dict[str, str]:
         names = [f.file_name for f in files]
         self.requests.append(names)

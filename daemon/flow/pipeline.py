@@ -63,8 +63,13 @@ class Pipeline:
             total=cfg.upload.timeout_s, sock_connect=cfg.upload.connect_timeout_s
         )
         limiter = RateLimiter()
+        # The token endpoint has its own time limit: a hanging one is given up on
+        # sooner than an upload of 15 MB would be.
+        token_timeout = aiohttp.ClientTimeout(
+            total=min(30.0, cfg.upload.timeout_s), sock_connect=cfg.upload.connect_timeout_s
+        )
         self.tokens = {
-            org.key: TokenSource(org, session, journal, redact, timeout)
+            org.key: TokenSource(org, session, journal, redact, token_timeout)
             for org in cfg.organizations if org.oauth is not None
         }
         self.orgs = {

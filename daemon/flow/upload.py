@@ -221,6 +221,7 @@ class OrgUploader:
                 await self._journal.mark_sending(self.org, [p.sha256 for p in batch])
                 self._note(batch, Why.SENDING)
                 try:
+                    await self._client.authorize()  # outside the slots shared by all
                     async with self._slots.hold():
                         started = time.monotonic()
                         ids = await self._client.upload(uploads)

@@ -75,6 +75,16 @@ class QontoClient:
             headers["X-Qonto-Staging-Token"] = self._org.staging_token.reveal()
         return headers
 
+    async def authorize(self) -> None:
+        """Make sure of a fresh OAuth access token (nothing to do with an API key).
+
+        Called before a request takes one of the shared upload slots: a token
+        endpoint that hangs holds up this organization only, within its own time
+        limit. Raises AuthProblem or Transient as the request would.
+        """
+        if self._tokens is not None:
+            await self._tokens.header()
+
     async def upload(self, files: Sequence[Upload]) -> dict[str, str]:
         """Send 1-5 files in one request; return file_name -> invoice_id for each.
 

@@ -106,6 +106,7 @@ class Emulator(EinvoicingRoutes, OAuthRoutes):
         # and an error page that quotes the request (and so the refresh token).
         self.token_quirks: dict[str, object] = {}
         self.token_error_page = False
+        self.token_hangs: set[str] = set()  # client ids whose token requests never end
         self._codes: dict[str, tuple[str, str, str]] = {}  # code -> client, login, redirect
         self.consents: list[dict[str, str]] = []  # each consent page asked for
         self.requests = 0

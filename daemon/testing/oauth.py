@@ -23,6 +23,7 @@ class OAuthRoutes:
     consents: list[dict[str, str]]
     token_quirks: dict[str, object]
     token_error_page: bool
+    token_hangs: set[str]
 
     def add_oauth_client(self, login: str, client_id: str, client_secret: str) -> str:
         """Register an OAuth client for `login`; returns its first refresh token."""
@@ -53,6 +54,8 @@ class OAuthRoutes:
         """Qonto's token endpoint: authorization codes (once each), and refresh tokens
         that rotate (a used one dies after a short grace)."""
         form = await request.post()
+        if form.get("client_id") in self.token_hangs:
+            await asyncio.Event().wait()  # a token endpoint that never answers
         if self.token_error_page:  # a gateway that quotes what it was sent
             quoted = "&".join(f"{k}={v}" for k, v in form.items() if isinstance(v, str))
             return web.Response(status=502, text=f"<html>Bad gateway for {quoted}</html>")
