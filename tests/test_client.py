@@ -341,3 +341,24 @@ async def test_settings_and_clients_are_read_flat_or_wrapped(client):
                                                             "e_invoicing_reachable": False}})
         assert (await client.einvoicing_settings())["sending_status"] == "enabled"
         assert (await client.client("c-1"))["e_invoicing_reachable"] is False
+
+
+async def test_a_huge_answer_is_not_read_whole(client):
+    """A lifecycle answer of more than 4 MB is a transient error, never read into memory
+    and parsed on the event loop."""
+    from daemon.errors import Transient
+    from daemon.qonto.client import MAX_ANSWER_BYTES
+
+    url = re.compile(r"^https://thirdparty\.example\.test/v2/client_invoices/inv-1$")
+    events = [{"status_code": "200", "timestamp": "2026-11-30T10:00:00Z",
+               "reason": "x" * 1000}] * (MAX_ANSWER_BYTES // 1000)
+    with aioresponses() as m:
+        m.get(url, payload={"client_invoice": {"id": "inv-1",
+                                               "einvoicing_lifecycle_events": events}})
+        with pytest.raises(Transient, match="more than"):
+            await client.client_invoice("inv-1")
+    with aioresponses() as m:  # a large one within the bound is read, off the loop
+        m.get(url, payload={"client_invoice": {"id": "inv-1", "einvoicing_status": "submitted",
+                                               "notes": "y" * 200_000}})
+        found = await client.client_invoice("inv-1")
+        assert found["einvoicing_status"] == "submitted"

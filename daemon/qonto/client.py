@@ -8,6 +8,7 @@ network's failures.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -36,6 +37,33 @@ LIST_PATH = "/v2/client_invoices"
 SETTINGS_PATH = "/v2/einvoicing/settings"
 CLIENTS_PATH = "/v2/clients"
 _EINVOICE_SHARE = 0.5
+
+
+# An answer of Qonto's is a few kilobytes (a lifecycle with its events included):
+# one far larger is not read whole, nor parsed on the event loop.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+_PARSE_HERE = 64 * 1024
+
+
+async def _bounded(resp: aiohttp.ClientResponse) -> bytes:
+    """The body, unless it is larger than MAX_ANSWER_BYTES (Transient: not read on)."""
+    declared = resp.content_length
+    if declared is not None and declared > MAX_ANSWER_BYTES:
+        raise Transient(
+            f"HTTP {resp.status} with an answer of {declared:,} bytes, more than the "
+            f"{MAX_ANSWER_BYTES:,} read", status=resp.status,
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise Transient(
+                f"HTTP {resp.status} with an answer of more than {MAX_ANSWER_BYTES:,} bytes",
+                status=resp.status,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class QontoClient:
@@ -115,7 +143,7 @@ class QontoClient:
         if not 200 <= status < 300:
             raise self._einvoice_error(status, raw, headers)
         if raw.strip():
-            self._json(raw, status)
+            await self._json(raw, status)
 
     async def client_invoice(self, invoice_id: str) -> dict[str, Any]:
         """`GET /v2/client_invoices/{id}`: the invoice, its client, its e-invoicing status
@@ -139,16 +167,19 @@ class QontoClient:
         status, raw, headers = await self._einvoice_call("GET", url)
         if not 200 <= status < 300:
             raise self._einvoice_error(status, raw, headers)
-        doc = self._json(raw, status)
+        doc = await self._json(raw, status)
         found = doc.get(key, doc)
         if not isinstance(found, dict):
             raise Transient(f"HTTP {status} without a {key} object: {snippet(raw, self._redact)}",
                             status=status)
         return found
 
-    def _json(self, raw: bytes, status: int) -> dict[str, Any]:
+    async def _json(self, raw: bytes, status: int) -> dict[str, Any]:
         try:
-            doc = json.loads(raw)
+            # A large answer is parsed off the event loop: other folders go on.
+            doc = json.loads(raw) if len(raw) < _PARSE_HERE else await asyncio.to_thread(
+                json.loads, raw
+            )
         except ValueError:
             doc = None
         if not isinstance(doc, dict):
@@ -189,7 +220,7 @@ class QontoClient:
         )
         if not 200 <= status < 300:
             raise classify_http(status, self._clean(headers), error_body(raw, self._redact))
-        if not isinstance(self._json(raw, status).get("client_invoices"), list):
+        if not isinstance((await self._json(raw, status)).get("client_invoices"), list):
             raise Transient(
                 f"HTTP {status} without a client_invoices list: {snippet(raw, self._redact)!r}",
                 status=status,
@@ -218,9 +249,9 @@ class QontoClient:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as resp:
-                raw = await resp.read()
                 status = resp.status
                 headers = {k: v for k, v in resp.headers.items()}
+                raw = await _bounded(resp)
         except TimeoutError:
             raise Transient(f"no answer within {self._timeout.total:g} s") from None
         except aiohttp.ClientError as exc:
