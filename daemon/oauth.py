@@ -34,6 +34,8 @@ class TokenStore(Protocol):
     async def refresh_token(self, org: str) -> tuple[str, str] | None: ...
 
     async def store_refresh_token(self, org: str, token: str, configured: str) -> None: ...
+ORGANIZATION_PATH = "/v2/organization"
+_MAX_ORG_BYTES = 1024 * 1024
 _EARLY_S = 300.0  # refresh this long before expiry (or at a fifth of a short lifetime)
 # A token's lifetime as the endpoint states it is believed within these bounds; 0 or
 # a negative one (which would refresh, and rotate, before every request) is nonsense.
@@ -76,6 +78,7 @@ class TokenSource:
         self._access: str | None = None
         self._refresh_at = 0.0
         self._lock = asyncio.Lock()
+        self._verified = False  # the token's organization was checked (GET /v2/organization)
 
     async def header(self) -> str:
         async with self._lock:
@@ -109,6 +112,52 @@ class TokenSource:
                     await stopping.wait()
             except TimeoutError:
                 pass
+
+    async def _check_organization(self, access: str) -> None:
+        """The token must be the configured organization's: with another one's, its
+        invoices would be created in that organization's account. Once per run, at
+        the first token (a new consent means a restart). A mismatch pauses the
+        organization (AuthProblem); a token that may not read it is said, not held."""
+        headers = {"Authorization": f"Bearer {access}", "Accept": "application/json"}
+        if self._org.staging_token is not None:
+            headers["X-Qonto-Staging-Token"] = self._org.staging_token.reveal()
+        try:
+            async with self._session.get(
+                self._org.base_url + ORGANIZATION_PATH, headers=headers,
+                timeout=self._timeout, allow_redirects=False,
+            ) as resp:
+                status, raw = resp.status, await resp.content.read(_MAX_ORG_BYTES)
+        except TimeoutError:
+            raise Transient("no answer to GET /v2/organization") from None
+        except aiohttp.ClientError as exc:
+            raise Transient(
+                f"GET /v2/organization: connection failed: {self._redact(str(exc))[:300]}"
+            ) from None
+        if status in (401, 403, 404):
+            self._verified = True
+            log.warning(
+                "oauth_org_unverified", org=self._org.key, status=status,
+                hint="the token may not read its organization (scope organization.read): "
+                "make a new one with `authorize` so that the daemon can check whose it is",
+            )
+            return
+        if not 200 <= status < 300:
+            raise Transient(f"GET /v2/organization answered HTTP {status}", status=status)
+        try:
+            found = json.loads(raw).get("organization", {}).get("slug")
+        except (ValueError, AttributeError):
+            found = None
+        if not isinstance(found, str):
+            raise Transient("GET /v2/organization did not say which organization", status=status)
+        if found != self._org.login:
+            raise AuthProblem(
+                f"the OAuth token is for organization {found}, not {self._org.login}",
+                status=403,
+                hint=f"refresh_token_* of {self._org.login} holds a token of {found}: nothing "
+                "is imported with it. Make a token for this organization with `authorize "
+                f"--org {self._org.login}` (signing in to its Qonto account) and restart",
+            )
+        self._verified = True
 
     def invalidate(self) -> None:
         """A 401 with the current access token: the next header() refreshes first."""
@@ -159,6 +208,8 @@ class TokenSource:
                 # break every request. The token endpoint is broken; try again later.
                 raise Transient("the token endpoint answered an access token that is not a "
                                 "bearer token (RFC 6750 characters only)")
+            if not self._verified:
+                await self._check_organization(access)
             self._access = access
             lifetime_s = _lifetime(doc.get("expires_in"))
             self._refresh_at = time.monotonic() + lifetime_s - min(_EARLY_S, lifetime_s / 5)

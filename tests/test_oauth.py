@@ -366,3 +366,39 @@ async def test_a_hanging_token_endpoint_never_holds_the_other_organizations_up(
                    what="the other organization's files, while the token hangs")
     assert names(ws.inbox) == {"stuck.pdf"}
     assert await running.stop() == 0
+
+
+def test_two_organizations_may_not_share_a_refresh_token(ws):
+    from helpers import OTHER_LOGIN
+
+    raw = oauth_config(ws, "http://127.0.0.1:1", "rt")
+    other = ws.root / "other"
+    raw["folders"].append({
+        "inbox": str(other), "done": str(other / "done"), "failed": str(other / "failed"),
+        "login": OTHER_LOGIN, "auth": "oauth", "client_id": "cid",
+        "client_secret_env": "CLIENT_SECRET", "refresh_token_env": "REFRESH_TOKEN_2",
+    })
+    shared = {**env("rt-1"), "REFRESH_TOKEN_2": "rt-1"}  # the same token, another name
+    with pytest.raises(ConfigError, match="same OAuth refresh token"):
+        config_mod.from_dict(raw, env=shared, base_dir=ws.root)
+    own = {**env("rt-1"), "REFRESH_TOKEN_2": "rt-2"}
+    assert len(config_mod.from_dict(raw, env=own, base_dir=ws.root).organizations) == 2
+
+
+async def test_a_token_of_another_organization_imports_nothing(ws, qonto, start, _logs):
+    """Configured as acme with a token made for another organization: checked with
+    GET /v2/organization, the organization pauses and nothing is created anywhere."""
+    from helpers import OTHER_LOGIN
+
+    emulator, url = qonto
+    foreign = emulator.add_oauth_client(OTHER_LOGIN, "cid", "cs3cret")
+    cfg = config_mod.from_dict(oauth_config(ws, url, foreign), env=env(foreign),
+                               base_dir=ws.root)
+    running = await start(cfg)
+    ws.invoice("a.pdf")
+    await wait_for(lambda: events(_logs, "org_paused"), what="the pause")
+    (paused,) = events(_logs, "org_paused")[:1]
+    assert OTHER_LOGIN in paused["error"] and "authorize" in paused["hint"]
+    assert not emulator.invoices_of(OTHER_LOGIN) and not emulator.invoices_of(LOGIN)
+    assert names(ws.inbox) == {"a.pdf"}
+    assert await running.stop() == 0

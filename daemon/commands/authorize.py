@@ -25,8 +25,8 @@ from ..config import Config, Organization
 from ..journal import Journal
 from .common import EX_CONFIG, EX_FAILED, EX_OK
 
-SCOPES = ("offline_access", "client_invoice.write", "client_invoices.read", "einvoicing.read",
-          "client.read")
+SCOPES = ("offline_access", "organization.read", "client_invoice.write", "client_invoices.read",
+          "einvoicing.read", "client.read")
 _WAIT_S = 600.0  # Qonto's authorization codes live 10 minutes: so does the wait
 
 

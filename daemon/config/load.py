@@ -30,6 +30,7 @@ from .model import (
     NumberPolicy,
     Organization,
     RulesPolicy,
+    Secret,
     UploadConfig,
     ValidationConfig,
     WatchConfig,
@@ -314,6 +315,7 @@ def _folders(
         raise ConfigError("[[folders]] must be a non-empty array of tables")
     folders: list[Folder] = []
     logins: dict[str, Organization] = {}
+    tokens: dict[Secret, str] = {}  # refresh token -> the organization it is for
     problems: list[str] = []
     for index, item in enumerate(raw):
         try:
@@ -321,6 +323,16 @@ def _folders(
         except ConfigError as exc:
             problems.extend(str(exc).splitlines())  # and the next folders are read too
             continue
+        oauth = folder.org.oauth
+        if oauth is not None and oauth.refresh_token.known:
+            owner = tokens.setdefault(oauth.refresh_token, folder.org.login)
+            if owner != folder.org.login:
+                problems.append(
+                    f"folders[{index}]: organizations {owner} and {folder.org.login} use the "
+                    "same OAuth refresh token: a token belongs to one organization (its "
+                    "invoices would be created in the other's account); make one for each "
+                    "with `authorize`"
+                )
         known = logins.setdefault(folder.org.key, folder.org)
         if known != folder.org:
             problems.append(

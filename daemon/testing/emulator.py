@@ -40,6 +40,7 @@ REQUESTS_PATH = "/_emulator/requests"
 SEND_PATH = "/v2/client_invoices/{id}/send_by_einvoice"
 INVOICE_PATH = "/v2/client_invoices/{id}"
 SETTINGS_PATH = "/v2/einvoicing/settings"
+ORGANIZATION_PATH = "/v2/organization"
 CLIENT_PATH = "/v2/clients/{id}"
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Log in</body></html>"
 
@@ -148,8 +149,21 @@ class Emulator(EinvoicingRoutes, OAuthRoutes):
         app.router.add_post(SEND_PATH, self._send_by_einvoice)
         app.router.add_get(INVOICE_PATH, self._client_invoice)
         app.router.add_get(SETTINGS_PATH, self._settings)
+        app.router.add_get(ORGANIZATION_PATH, self._organization)
         app.router.add_get(CLIENT_PATH, self._client)
         return app
+
+    async def _organization(self, request: web.Request) -> web.Response:
+        """`GET /v2/organization`: the organization the credentials belong to."""
+        login = self._authenticate(request.headers.get("Authorization", ""))
+        if login is None or self.faults.unauthorized:
+            return self._fail(request, 401, "unauthorized",
+                              "The authentication credentials are invalid.")
+        org_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"qonto-org:{login}"))
+        return web.json_response({"organization": {
+            "id": org_id, "slug": login, "legal_name": login.rsplit("-", 1)[0].upper(),
+            "bank_accounts": [],
+        }})
 
     async def _list(self, request: web.Request) -> web.Response:
         """The first page of an organization's client invoices (what a probe reads)."""
