@@ -555,9 +555,11 @@ async def test_an_image_never_waits_behind_pdfs_that_are_slow_to_parse(ws, qonto
                    what="the parsers busy")
     (ws.root / ".scan").write_bytes(tiny_png())
     (ws.root / ".scan").rename(ws.inbox / "scan.png")
-    await wait_for(lambda: "scan.png" in names(ws.done), timeout_s=60, what="the scan")
-    imported = [e["path"].name for e in events(_logs, "file_imported")]
-    assert imported[0] == "scan.png"  # before any of the slow PDFs
+    def imported() -> list[str]:
+        return [e["path"].name for e in events(_logs, "file_imported")]
+
+    await wait_for(lambda: "scan.png" in imported(), timeout_s=60, what="the scan imported")
+    assert imported()[0] == "scan.png"  # before any of the slow PDFs
     assert await running.stop() == 0
 
 
