@@ -321,3 +321,13 @@ def test_a_secret_file_that_is_a_fifo_or_not_text_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not UTF-8"):
         load(tmp_path, text)
     assert cli.main(["check-config", "--config", str(tmp_path / "config.toml")]) == 78
+
+
+def test_the_parsers_memory_defaults_keep_the_process_tree_small(tmp_path):
+    """Two parsers of 256 MB of address space each (about 150 MB of it the parser's own
+    mappings) and the daemon stay under 500 MB together."""
+    cfg = load(tmp_path, MINIMAL)
+    assert cfg.validation.parse_memory_mb == 256 and cfg.validation.parse_workers == 2
+    text = MINIMAL.replace("[database]", "[validation]\nparse_memory_mb = 160\n\n[database]")
+    with pytest.raises(ConfigError, match="at least 192"):
+        load(tmp_path, text)

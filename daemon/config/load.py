@@ -9,14 +9,12 @@ variable or a file, and is wrapped so that it never prints.
 from __future__ import annotations
 
 import os
-import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
-from ..identity import describe_mode
 from ..logs import LogFormat
 from .model import (
     DEFAULT_BASE_URL,
@@ -35,7 +33,7 @@ from .model import (
     ValidationConfig,
     WatchConfig,
 )
-from .tables import Reading, Table, choice, non_negative, organization, resolve, section
+from .tables import Reading, Table, choice, non_negative, organization, read_file, resolve, section
 
 T = TypeVar("T")
 
@@ -52,15 +50,7 @@ def load(
     path = Path(path)
     env = os.environ if env is None else env
     try:
-        # Never blocks: a FIFO named by mistake would hang every command.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as fh:
-            mode = os.fstat(fh.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise ConfigError(
-                    f"configuration file {path} is {describe_mode(mode)}, not a regular file"
-                )
-            raw = tomllib.load(fh)
+        raw = tomllib.loads(read_file(path, "configuration file", 16 << 20)[0].decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
     except OSError as exc:

@@ -163,17 +163,23 @@ def read_secret(
     return None
 
 
+def read_file(path: Path, what: str, limit: int = 1 << 20) -> tuple[bytes, int]:
+    """(the bytes, the mode) of a regular file of at most `limit` bytes.
+
+    Never blocks: a FIFO or a device named by mistake would hang every command on
+    its read. Raises OSError, or ConfigError naming `what` for what is not a file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{what} {path} is {describe_mode(mode)}, not a regular file")
+        return f.read(limit), mode
+
+
 def _secret_file(path: Path, key: str, notes: list[str] | None) -> Secret:
     try:
-        # Never blocks: a FIFO or a device would hang every command on its read.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise ConfigError(
-                    f"{key}: {path} is {describe_mode(mode)}, not a regular file"
-                )
-            raw = f.read(65536)
+        raw, mode = read_file(path, f"{key}:", 65536)
     except OSError as exc:
         raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
     try:
