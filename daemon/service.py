@@ -14,9 +14,7 @@ import errno
 import functools
 import os
 import signal
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,27 +22,19 @@ import structlog
 
 from . import __version__, signals
 from .aio import wait_event, wait_first
-from .config import Config, FacturxPolicy, RulesPolicy
+from .config import Config
 from .errors import AlreadyRunning, JournalError
 from .flow.pipeline import Pipeline
+from .flow.reading import pools
 from .flow.reconcile import reconcile
-from .journal import EinvoiceState, Journal
+from .journal import Journal
 from .lock import InstanceLock
 from .lock import holder as lock_holder
 from .notify import Notifier
-from .parsers import ParserPool
 from .redact import Redactor
 from .timing import DEFAULT, MONOTONIC, Intervals
-from .validator import RulesPool
 
 log = structlog.get_logger()
-
-
-def _mode(path: Path) -> int:
-    try:
-        return os.stat(path).st_mode
-    except OSError:
-        return 0
 
 
 class Service:
@@ -162,19 +152,7 @@ class Service:
         journal.stopping = self._stopping
         for token in await journal.refresh_tokens():  # from earlier runs: secrets too
             self._redact.add(token)
-        val = cfg.validation
-        parsers = (
-            ParserPool(val.parse_workers, val.parse_timeout_s, val.parse_memory_mb)
-            if any(f.facturx is not FacturxPolicy.OFF or f.rules is not RulesPolicy.OFF
-                   for f in cfg.folders)
-            else None
-        )
-        rules = (
-            RulesPool(val.rules_workers, val.rules_timeout_s, val.rules_memory_mb,
-                      val.rules_idle_s)
-            if any(f.rules is not RulesPolicy.OFF for f in cfg.folders)
-            else None
-        )
+        parsers, rules = pools(cfg)
         try:
             async with aiohttp.ClientSession() as session:
                 pipeline = self.pipeline = Pipeline(
@@ -190,15 +168,9 @@ class Service:
                 )
                 for note in cfg.notes:
                     log.warning("config_warning", detail=note)
-                if (mode := await asyncio.to_thread(_mode, cfg.database)) & 0o077:
-                    log.warning(
-                        "config_warning",
-                        detail=f"the journal {cfg.database} can be read by its group or by "
-                        f"others (mode {mode & 0o777:o}): it holds what every invoice says"
-                        + (" and the OAuth refresh tokens" if any(
-                            o.oauth for o in cfg.organizations) else "")
-                        + "; make it 0600 (chmod 600, with its -wal and -shm)",
-                    )
+                oauth = any(o.oauth for o in cfg.organizations)
+                if (exposed := await journal.exposed(oauth=oauth)) is not None:
+                    log.warning("config_warning", detail=exposed)
                 await reconcile(journal, cfg.folders, self._stopping)
                 if not self._stopping.is_set():
                     self._working = True
@@ -251,38 +223,14 @@ class Service:
         await pipeline.discovery.listed_once.wait()
         while not self._stopping.is_set():
             if pipeline.idle:
-                await self._einvoices_once(pipeline)
+                # The e-invoices its imports asked for go out before a run ends.
+                if not await pipeline.einvoicing.send_before_exit(
+                    self.config.unreachable_alert_s
+                ):
+                    self._exit_code = 1
                 self.request_stop("once: nothing left to do")
                 return
             await wait_event(self._stopping, self.intervals.idle_poll_s)
-
-    async def _einvoices_once(self, pipeline: Pipeline) -> None:
-        """Send what is due, and again after transient errors, as uploads are retried;
-        up to [log] unreachable_alert_seconds. Held ones wait for the next run (each
-        said by einvoice_held)."""
-        journal, orgs = pipeline.journal, list(pipeline.orgs)
-        give_up_at = MONOTONIC() + self.config.unreachable_alert_s
-        while not self._stopping.is_set():
-            await pipeline.einvoicing.run(once=True)
-            active = [key for key, org in pipeline.orgs.items() if not org.paused]
-            left = await journal.einvoices_in(EinvoiceState.PENDING, orgs)
-            retry = [e for e in left if e.org in active]
-            if not left:
-                return
-            if not retry or MONOTONIC() >= give_up_at:
-                break
-            wait_s = max(0.0, min(e.next_at for e in retry) - time.time())
-            await wait_event(self._stopping, min(wait_s, max(0.0, give_up_at - MONOTONIC())))
-        if left:
-            log.error(
-                "einvoices_left", count=len(left),
-                invoice_ids=[e.invoice_id for e in left[:20]],
-                detail=f"{len(left)} e-invoice(s) could not be sent in this run "
-                "(Qonto did not take them, or their organization is paused)",
-                hint="they are sent at the next run; see the einvoice_send_retry and "
-                "org_paused lines for why",
-            )
-            self._exit_code = 1
 
     async def _supervise(self, workers: list[asyncio.Task[None]]) -> None:
         """After a stop request, give requests in flight the grace period, then cancel."""

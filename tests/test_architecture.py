@@ -25,7 +25,7 @@ FLOW_LAYERS = [
     {"books"},
     {"discover", "settle", "examine", "facturx", "batcher", "orgs", "filing", "lifecycle",
      "rules"},
-    {"decide"},
+    {"decide", "reading"},
     {"upload"},
     {"intake"},
     {"reconcile", "einvoice"},

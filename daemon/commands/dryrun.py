@@ -13,21 +13,18 @@ import asyncio
 import json
 import sys
 import tempfile
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 from .. import logs, qonto, watcher
-from ..config import Config, FacturxPolicy, Folder, RulesPolicy
+from ..config import Config, Folder
 from ..errors import FileChanged, UnsafeFile
 from ..flow import examine
 from ..flow.decide import Verdict, decide
-from ..flow.records import Kind
-from ..flow.rules import RulesVerdict, judge, recorded, with_profile
+from ..flow.reading import Reader, pools
+from ..flow.rules import fatal_ids
 from ..identity import Seen
 from ..journal import Journal
-from ..parsers import ParserPool
-from ..validator import RulesPool
 from .common import EX_FAILED, EX_OK
 
 
@@ -43,12 +40,8 @@ async def dry_run(cfg: Config, *, as_json: bool) -> int:
         listed += [(folder, seen) for seen in found.files]
     # Settled as `run` settles them: unchanged over settle_seconds.
     await asyncio.sleep(cfg.watch.settle_s)
-    val = cfg.validation
-    parsers = ParserPool(val.parse_workers, val.parse_timeout_s, val.parse_memory_mb)
-    rules = (
-        RulesPool(val.rules_workers, val.rules_timeout_s, val.rules_memory_mb, val.rules_idle_s)
-        if any(f.rules is not RulesPolicy.OFF for f in cfg.folders) else None
-    )
+    parsers, rules = pools(cfg)
+    reader = Reader(parsers, rules, asyncio.Event())
     failed = False
     with tempfile.TemporaryDirectory() as scratch:
         journal = await Journal.open_readonly(cfg.database) or await Journal.open(
@@ -58,13 +51,12 @@ async def dry_run(cfg: Config, *, as_json: bool) -> int:
             in_hand = {seen.path for _, seen in listed}
             first_of: dict[str, Path] = {}
             for folder, seen in listed:
-                answer = await _judge(
-                    cfg, folder, seen, journal, parsers, rules, in_hand, first_of
-                )
+                answer = await _judge(cfg, folder, seen, journal, reader, in_hand, first_of)
                 failed |= answer["would"] == "fail"
                 _say(answer, as_json)
         finally:
-            parsers.close()
+            if parsers is not None:
+                parsers.close()
             if rules is not None:
                 rules.close()
             await journal.close()
@@ -76,8 +68,7 @@ async def _judge(
     folder: Folder,
     seen: Seen,
     journal: Journal,
-    parsers: ParserPool,
-    rules: RulesPool | None,
+    reader: Reader,
     in_hand: set[Path],
     first_of: dict[str, Path],
 ) -> dict[str, Any]:
@@ -94,27 +85,14 @@ async def _judge(
         return out | {"would": "wait", "detail": f"it cannot be read: {detail}"}
     found = await asyncio.to_thread(examine.examine, content, path.name, limit, limit)
     out["sha256"] = found.sha256
-    invoice, unreadable = None, None
-    checking = rules is not None and folder.rules is not RulesPolicy.OFF
-    verdict: RulesVerdict | None = None
-    if ((folder.facturx is not FacturxPolicy.OFF or checking) and found.problem is None
-            and found.kind is Kind.PDF and found.complete):
-        read = await parsers.read(content.data, asyncio.Event(), keep_xml=checking)
-        if isinstance(read, str):
-            unreadable = read
-        else:
-            invoice = read
-            out["facturx"] = invoice.label if invoice else None
-            out["number"] = invoice.number if invoice else None
-    if rules is not None and invoice is not None and invoice.xml is not None:
-        report = await rules.check(
-            invoice.xml, invoice.profile, invoice.seller_country, asyncio.Event()
-        )
-        if report is not None:
-            report = with_profile(report, invoice.profile, einvoice=folder.send_by_einvoice,
-                                  today=date.today())
-            invoice, verdict = recorded(invoice, report), judge(folder.rules, report)
-            out["rules"] = report.rule_ids()
+    read = await reader.read(folder, path, found, content)
+    assert read is not None  # nothing stops a dry run half-way
+    if read.invoice is not None:
+        out["facturx"] = read.invoice.label
+        out["number"] = read.invoice.number
+    if read.rules is not None:
+        out["rules"] = fatal_ids(read.invoice)
+    invoice, unreadable, verdict = read.invoice, read.unreadable, read.rules
     decision = await decide(
         journal, folder, path, found, invoice, unreadable,
         numbers=cfg.validation.duplicate_number, in_hand=in_hand, rules=verdict,

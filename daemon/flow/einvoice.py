@@ -35,12 +35,12 @@ from typing import Any
 
 import structlog
 
-from ..aio import wait_first
+from ..aio import wait_event, wait_first
 from ..backoff import next_delay
 from ..config import EinvoicingConfig, Folder, UploadConfig
 from ..errors import AuthProblem, NotYet, QontoError, Rejected, Transient
 from ..journal import Einvoice, EinvoiceState, Journal
-from ..timing import DEFAULT, Clock, Intervals
+from ..timing import DEFAULT, MONOTONIC, Clock, Intervals
 from .lifecycle import (
     ACT_CODES,
     ERROR_CODES,
@@ -137,6 +137,32 @@ class Einvoicing:
                 wait_s = min(wait_s, max(0.0, next_at - self._clock()))
             if wait_s > 0 or not due:
                 await wait_first(self._stopping, *woken, timeout_s=max(wait_s, 0.05))
+
+    async def send_before_exit(self, give_up_s: float) -> bool:
+        """`run --once`: send what is due, and again after transient errors as uploads
+        are retried, for up to `give_up_s`; whether nothing is left unsent. Held ones
+        wait for the next run (each said by einvoice_held)."""
+        orgs = list(self._orgs)
+        give_up_at = MONOTONIC() + give_up_s
+        while True:
+            await self.run(once=True)
+            left = await self._journal.einvoices_in(EinvoiceState.PENDING, orgs)
+            retry = [e for e in left if not self._orgs[e.org].paused]
+            if not left:
+                return True
+            if not retry or MONOTONIC() >= give_up_at or self._stopping.is_set():
+                break
+            wait_s = min(max(0.0, min(e.next_at for e in retry) - self._clock()),
+                         max(0.0, give_up_at - MONOTONIC()))
+            await wait_event(self._stopping, wait_s)
+        log.error(
+            "einvoices_left", count=len(left), invoice_ids=[e.invoice_id for e in left[:20]],
+            detail=f"{len(left)} e-invoice(s) could not be sent in this run (Qonto did not "
+            "take them, or their organization is paused)",
+            hint="they are sent at the next run; see the einvoice_send_retry and org_paused "
+            "lines for why",
+        )
+        return False
 
     async def _drop_unwanted(self) -> None:
         """E-invoices asked for by a folder that no longer sends by e-invoice, and not

@@ -10,32 +10,30 @@ same invoice number twice) are taken one at a time. Every file ends in one
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from .. import qonto
-from ..config import Config, FacturxPolicy, Folder, RulesPolicy
+from ..config import Config, Folder
 from ..errors import FileChanged, JournalUnavailable, UnsafeFile
 from ..invoice_xml import Invoice
 from ..journal import Journal
-from ..parsers import ParserPool, ParserUnavailable
+from ..parsers import ParserUnavailable
 from ..timing import DEFAULT, MONOTONIC, Clock, Intervals
-from ..validator import RulesPool
 from . import examine
 from .batcher import Limits
 from .books import Books, Why
 from .decide import Decision, Verdict, decide
 from .filing import Filing
 from .orgs import Org
-from .records import Content, Inspection, Kind, Outcome, Pending, Problem, Seen
-from .rules import RulesVerdict, judge, recorded, with_profile
+from .reading import Reader
+from .records import Content, Inspection, Outcome, Pending, Problem, Seen
+from .rules import RulesVerdict, fatal_ids, report_of
 from .settle import Settled, Unfinished
 from .upload import OrgUploader
 
@@ -76,13 +74,11 @@ class Intake:
         uploads: Mapping[str, OrgUploader],
         orgs: Mapping[str, Org],
         limits: Limits,
-        parsers: ParserPool | None,
-        rules: RulesPool | None = None,
+        reader: Reader,
         stopping: asyncio.Event,
         once: bool,
         intervals: Intervals = DEFAULT,
         clock: Clock = MONOTONIC,
-        today: Callable[[], date] = date.today,
     ) -> None:
         self.config = config
         self._once = once
@@ -94,9 +90,7 @@ class Intake:
         self._uploads = uploads
         self._orgs = orgs
         self._limits = limits
-        self._parsers = parsers
-        self._rules = rules
-        self._today = today
+        self._reader = reader
         self._stopping = stopping
         self._intervals = intervals
         self._clock = clock
@@ -145,24 +139,17 @@ class Intake:
             return content
         found = await asyncio.to_thread(examine.examine, content, path.name, limit, limit)
         try:
-            parsed = await self._parse(folder, path, found, content)
+            read = await self._reader.read(folder, path, found, content)
         except ParserUnavailable as exc:
             # Not the file's fault: it waits, and is looked at again in a while.
             log.error("parser_unavailable", path=path, error=str(exc),
                       hint="check memory and processes on this machine; the file waits")
             return Later(seen, self._clock() + self._intervals.parser_retry_s, Why.NO_PARSER)
-        if parsed is None:
+        if read is None:
             return Outcome.LEFT  # the daemon stops: the file is read at the next start
-        invoice, unreadable = parsed
-        verdict: RulesVerdict | None = None
-        if invoice is not None and invoice.xml is not None:
-            checked = await self._check_rules(folder, path, found, invoice)
-            if checked is None:
-                return Outcome.LEFT  # the daemon stops: the file is read at the next start
-            invoice, verdict = checked
         try:
             return await self._decide_and_act(
-                folder, path, name, found, invoice, unreadable, verdict
+                folder, path, name, found, read.invoice, read.unreadable, read.rules
             )
         except FileChanged:
             return Outcome.CHANGED
@@ -191,45 +178,6 @@ class Intake:
             return Outcome.CHANGED  # written to again: settle afresh
         self._books.read_fine(path)
         return content
-
-    async def _parse(
-        self, folder: Folder, path: Path, found: Inspection, content: Content
-    ) -> tuple[Invoice | None, str | None] | None:
-        """(the invoice XML, why it could not be read) of a complete PDF, read in a
-        parser worker; None when the daemon stops first."""
-        rules = self._rules is not None and folder.rules is not RulesPolicy.OFF
-        if (
-            self._parsers is None
-            or (folder.facturx is FacturxPolicy.OFF and not rules)
-            or found.problem is not None
-            or found.kind is not Kind.PDF
-            or not found.complete
-        ):
-            return None, None
-        log.debug("file_parsing", path=path, sha256=found.sha256)
-        read = await self._parsers.read(content.data, self._stopping, keep_xml=rules)
-        if read is None:
-            return None
-        if isinstance(read, str):
-            return None, read
-        return read, None
-
-    async def _check_rules(
-        self, folder: Folder, path: Path, found: Inspection, invoice: Invoice
-    ) -> tuple[Invoice, RulesVerdict] | None:
-        """(the invoice with the rules' report, their verdict) of a Factur-X invoice that
-        passed its XSD, checked in a rules worker; None when the daemon stops first."""
-        assert self._rules is not None and invoice.xml is not None
-        log.debug("rules_checking", path=path, sha256=found.sha256, profile=invoice.profile)
-        report = await self._rules.check(
-            invoice.xml, invoice.profile, invoice.seller_country, self._stopping
-        )
-        if report is None:
-            return None
-        report = with_profile(
-            report, invoice.profile, einvoice=folder.send_by_einvoice, today=self._today()
-        )
-        return recorded(invoice, report), judge(folder.rules, report)
 
     async def _decide_and_act(
         self,
@@ -282,7 +230,7 @@ class Intake:
                 extra: dict[str, Any] = {}
                 if decision.problem.reason == "rules_failed":
                     # Each finding (rule id, text, location) in the sidecar too.
-                    extra["findings"] = _report(decision.invoice).get("findings", [])
+                    extra["findings"] = report_of(decision.invoice).get("findings", [])
                 return await self._fail(
                     folder, path, found, name, decision.problem,
                     recovered=decision.recovered, invoice=decision.invoice, **extra,
@@ -339,17 +287,11 @@ class Intake:
         self, path: Path, found: Inspection, org: str, rules: Problem, invoice: Invoice | None
     ) -> None:
         said = {"path": path, "sha256": found.sha256, "org": org,
-                "rules": self._rules_ids(invoice), "detail": rules.detail}
+                "rules": fatal_ids(invoice), "detail": rules.detail}
         if rules.reason == "rules_unknown":  # not judged: imported all the same
             log.warning("rules_unknown", **said)
         else:  # imported although it breaks rules
             log.warning("rules_warning", **said)
-
-    @staticmethod
-    def _rules_ids(invoice: Invoice | None) -> list[str]:
-        """The fatal rule ids recorded with the invoice."""
-        fatal = _report(invoice).get("fatal")
-        return [str(r) for r in fatal] if isinstance(fatal, list) else []
 
     def _hold(self, folder: Folder, path: Path, found: Inspection, problem: Problem) -> Step:
         """The rules could not judge it and the folder requires them: it waits in its
@@ -482,10 +424,3 @@ class Intake:
         self._books.waits(path, Why.NOT_MOVED)
         return Outcome.LEFT
 
-
-def _report(invoice: Invoice | None) -> dict[str, object]:
-    """The business rules' report recorded with an invoice (empty when not checked)."""
-    if invoice is None or invoice.rules is None:
-        return {}
-    found = json.loads(invoice.rules)
-    return found if isinstance(found, dict) else {}

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from .. import qonto
-from ..config import Config, FacturxPolicy, RulesPolicy
+from ..config import Config
 from ..journal import Journal
 from ..notify import Notifier
 from ..oauth import TokenSource
@@ -30,6 +30,7 @@ from .filing import Filing
 from .intake import Intake
 from .orgs import Org
 from .progress import Progress
+from .reading import Reader
 from .settle import Settled, Settler, Unfinished, settle_loop
 from .upload import OrgUploader
 
@@ -57,7 +58,6 @@ class Pipeline:
         self._once = once
         self._stopping = stopping
         self._journal = journal
-        self.journal = journal
         self._parsers = parsers
         timeout = aiohttp.ClientTimeout(
             total=cfg.upload.timeout_s, sock_connect=cfg.upload.connect_timeout_s
@@ -87,10 +87,8 @@ class Pipeline:
         )
         self.books = Books(self.settler, unfinished)
         self.discovery = Discovery(cfg, self.books, stopping, intervals=intervals)
-        parsing = {
-            f.inbox for f in cfg.folders
-            if f.facturx is not FacturxPolicy.OFF or f.rules is not RulesPolicy.OFF
-        } if parsers is not None else set()
+        reader = Reader(parsers, rules, stopping)
+        parsing = {f.inbox for f in cfg.folders if reader.parses(f)}
         self.settled = Settled(
             lambda path: path.parent in parsing and path.suffix.lower() == ".pdf"
         )
@@ -110,7 +108,7 @@ class Pipeline:
             cfg, journal=journal, books=self.books, settled=self.settled,
             unfinished=unfinished, filing=filing, uploads=self.uploads, orgs=self.orgs,
             limits=limits,
-            parsers=parsers, rules=rules, stopping=stopping, once=once, intervals=intervals,
+            reader=reader, stopping=stopping, once=once, intervals=intervals,
         )
         self.einvoicing = Einvoicing(
             journal=journal, orgs=self.orgs, settings=cfg.einvoicing, upload=cfg.upload,

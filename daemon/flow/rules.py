@@ -132,3 +132,17 @@ def _unknown(report: Report) -> Problem:
         "rules_unknown",
         f"the business rules could not judge the invoice: {report.unknown}",
     )
+
+
+def report_of(invoice: Invoice | None) -> dict[str, object]:
+    """The report recorded with an invoice (`summary`), empty when not checked."""
+    if invoice is None or invoice.rules is None:
+        return {}
+    found = json.loads(invoice.rules)
+    return found if isinstance(found, dict) else {}
+
+
+def fatal_ids(invoice: Invoice | None) -> list[str]:
+    """The fatal rule ids recorded with an invoice."""
+    fatal = report_of(invoice).get("fatal")
+    return [str(r) for r in fatal] if isinstance(fatal, list) else []

@@ -169,6 +169,23 @@ class Store:
             log.info("journal_created", path=path)
         return journal
 
+    async def exposed(self, *, oauth: bool) -> str | None:
+        """What to say when the journal can be read by its group or by others."""
+        if self.path is None:
+            return None
+        try:
+            mode = (await asyncio.to_thread(os.stat, self.path)).st_mode
+        except OSError:
+            return None
+        if not mode & 0o077:
+            return None
+        return (
+            f"the journal {self.path} can be read by its group or by others (mode "
+            f"{mode & 0o777:o}): it holds what every invoice says"
+            + (" and the OAuth refresh tokens" if oauth else "")
+            + "; make it 0600 (chmod 600, with its -wal and -shm)"
+        )
+
     async def in_place(self) -> bool:
         """Whether the file at the journal's path is still the one this daemon writes to,
         with the -wal and -shm files it writes through (deleted, SQLite would go on
