@@ -16,11 +16,12 @@ import json
 import math
 import re
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
 
+from .bodies import read_bounded
 from .config import Organization
 from .errors import AuthProblem, Transient
 from .redact import Redactor
@@ -35,7 +36,6 @@ class TokenStore(Protocol):
 
     async def store_refresh_token(self, org: str, token: str, configured: str) -> None: ...
 ORGANIZATION_PATH = "/v2/organization"
-_MAX_ORG_BYTES = 1024 * 1024
 _EARLY_S = 300.0  # refresh this long before expiry (or at a fifth of a short lifetime)
 # A token's lifetime as the endpoint states it is believed within these bounds; 0 or
 # a negative one (which would refresh, and rotate, before every request) is nonsense.
@@ -113,6 +113,22 @@ class TokenSource:
             except TimeoutError:
                 pass
 
+    async def _call(
+        self, method: str, url: str, what: str, **kwargs: Any
+    ) -> tuple[int, bytes]:
+        """(status, body) of one request; no answer is Transient, named by `what`."""
+        try:
+            async with self._session.request(
+                method, url, timeout=self._timeout, allow_redirects=False, **kwargs
+            ) as resp:
+                return resp.status, await read_bounded(resp)
+        except TimeoutError:
+            raise Transient(f"{what} did not answer") from None
+        except aiohttp.ClientError as exc:
+            raise Transient(
+                f"{what}: connection failed: {self._redact(str(exc))[:300]}"
+            ) from None
+
     async def _check_organization(self, access: str) -> None:
         """The token must be the configured organization's: with another one's, its
         invoices would be created in that organization's account. Once per run, at
@@ -121,18 +137,10 @@ class TokenSource:
         headers = {"Authorization": f"Bearer {access}", "Accept": "application/json"}
         if self._org.staging_token is not None:
             headers["X-Qonto-Staging-Token"] = self._org.staging_token.reveal()
-        try:
-            async with self._session.get(
-                self._org.base_url + ORGANIZATION_PATH, headers=headers,
-                timeout=self._timeout, allow_redirects=False,
-            ) as resp:
-                status, raw = resp.status, await resp.content.read(_MAX_ORG_BYTES)
-        except TimeoutError:
-            raise Transient("no answer to GET /v2/organization") from None
-        except aiohttp.ClientError as exc:
-            raise Transient(
-                f"GET /v2/organization: connection failed: {self._redact(str(exc))[:300]}"
-            ) from None
+        status, raw = await self._call(
+            "GET", self._org.base_url + ORGANIZATION_PATH, "GET /v2/organization",
+            headers=headers,
+        )
         if status in (401, 403, 404):
             self._verified = True
             log.warning(
@@ -178,18 +186,9 @@ class TokenSource:
         headers = {"Accept": "application/json"}
         if self._org.staging_token is not None:
             headers["X-Qonto-Staging-Token"] = self._org.staging_token.reveal()
-        try:
-            async with self._session.post(
-                self._oauth.token_url, data=form, headers=headers, timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                status, raw = resp.status, await resp.read()
-        except TimeoutError:
-            raise Transient("the token endpoint did not answer") from None
-        except aiohttp.ClientError as exc:
-            raise Transient(
-                f"token endpoint: connection failed: {self._redact(str(exc))[:300]}"
-            ) from None
+        status, raw = await self._call(
+            "POST", self._oauth.token_url, "the token endpoint", data=form, headers=headers
+        )
         try:
             doc = json.loads(raw)
         except ValueError:

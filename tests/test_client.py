@@ -346,8 +346,8 @@ async def test_settings_and_clients_are_read_flat_or_wrapped(client):
 async def test_a_huge_answer_is_not_read_whole(client):
     """A lifecycle answer of more than 4 MB is a transient error, never read into memory
     and parsed on the event loop."""
+    from daemon.bodies import MAX_ANSWER_BYTES
     from daemon.errors import Transient
-    from daemon.qonto.client import MAX_ANSWER_BYTES
 
     url = re.compile(r"^https://thirdparty\.example\.test/v2/client_invoices/inv-1$")
     events = [{"status_code": "200", "timestamp": "2026-11-30T10:00:00Z",

@@ -31,9 +31,9 @@ from .books import Books, Why
 from .decide import Decision, Verdict, decide
 from .filing import Filing
 from .orgs import Org
-from .reading import Reader
+from .reading import Read, Reader
 from .records import Content, Inspection, Outcome, Pending, Problem, Seen
-from .rules import RulesVerdict, fatal_ids, report_of
+from .rules import fatal_ids, report_of
 from .settle import Settled, Unfinished
 from .upload import OrgUploader
 
@@ -148,9 +148,7 @@ class Intake:
         if read is None:
             return Outcome.LEFT  # the daemon stops: the file is read at the next start
         try:
-            return await self._decide_and_act(
-                folder, path, name, found, read.invoice, read.unreadable, read.rules
-            )
+            return await self._decide_and_act(folder, path, name, found, read)
         except FileChanged:
             return Outcome.CHANGED
 
@@ -185,16 +183,15 @@ class Intake:
         path: Path,
         name: str,
         found: Inspection,
-        invoice: Invoice | None,
-        unreadable: str | None,
-        rules: RulesVerdict | None = None,
+        read: Read,
     ) -> Step:
         """Decide under the lock (queueing, twins); file away outside it (moves can be slow)."""
+        invoice = read.invoice
         async with self._deciding:
             decision = await decide(
-                self._journal, folder, path, found, invoice, unreadable,
+                self._journal, folder, path, found, invoice, read.unreadable,
                 numbers=self.config.validation.duplicate_number, in_hand=self._books,
-                rules=rules,
+                rules=read.rules,
             )
             if decision.verdict is not Verdict.HOLD:
                 self._held.pop(path, None)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import aiohttp
 
 from .. import __version__
+from ..bodies import read_bounded
 from ..config import Organization
 from ..errors import AuthProblem, NotYet, Transient
 from ..redact import NOTHING, Redactor
@@ -39,31 +40,7 @@ CLIENTS_PATH = "/v2/clients"
 _EINVOICE_SHARE = 0.5
 
 
-# An answer of Qonto's is a few kilobytes (a lifecycle with its events included):
-# one far larger is not read whole, nor parsed on the event loop.
-MAX_ANSWER_BYTES = 4 * 1024 * 1024
-_PARSE_HERE = 64 * 1024
-
-
-async def _bounded(resp: aiohttp.ClientResponse) -> bytes:
-    """The body, unless it is larger than MAX_ANSWER_BYTES (Transient: not read on)."""
-    declared = resp.content_length
-    if declared is not None and declared > MAX_ANSWER_BYTES:
-        raise Transient(
-            f"HTTP {resp.status} with an answer of {declared:,} bytes, more than the "
-            f"{MAX_ANSWER_BYTES:,} read", status=resp.status,
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            raise Transient(
-                f"HTTP {resp.status} with an answer of more than {MAX_ANSWER_BYTES:,} bytes",
-                status=resp.status,
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+_PARSE_HERE = 64 * 1024  # a larger answer is parsed in a thread
 
 
 class QontoClient:
@@ -251,7 +228,7 @@ class QontoClient:
             ) as resp:
                 status = resp.status
                 headers = {k: v for k, v in resp.headers.items()}
-                raw = await _bounded(resp)
+                raw = await read_bounded(resp)
         except TimeoutError:
             raise Transient(f"no answer within {self._timeout.total:g} s") from None
         except aiohttp.ClientError as exc:
